@@ -73,6 +73,7 @@ def run_cli(
     env: Mapping[str, str] | None = None,
     timeout: float = 60,
     cwd: str | Path | None = None,
+    exe: Sequence[str] | None = None,
 ) -> Result:
     """Run the executable with `request` on stdin; check the protocol invariants on success."""
     import time
@@ -89,7 +90,7 @@ def run_cli(
         full_env.update(env)
     started = time.monotonic()
     proc = subprocess.run(
-        [*executable(), *args],
+        [*(exe or executable()), *args],
         input=data,
         capture_output=True,
         env=full_env,
