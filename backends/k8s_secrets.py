@@ -226,7 +226,7 @@ class KubernetesSecretsBackend(Backend):
     ) -> SecretError:
         # A GET of a Secret answers `secrets "x" not found` whether or not the namespace exists
         # (the API server does not reveal namespaces to readers of secrets), so ask once per
-        # namespace; that needs `get` on namespaces, which the Agent's ClusterRole usually has.
+        # namespace; that needs `get` on namespaces (optional: without it the message says so).
         details = status.get("details")
         kind = details.get("kind") if isinstance(details, dict) else None
         exists = False if kind == "namespaces" else self._namespace_exists(namespace, deadline)
