@@ -56,8 +56,15 @@ class _DeadlineRequest(google.auth.transport.requests.Request):
         super().__init__()
         self._deadline = deadline
 
-    def __call__(self, url: str, method: str = "GET", body: Any = None, headers: Any = None,
-                 timeout: Any = None, **kwargs: Any) -> Any:  # fmt: skip
+    def __call__(
+        self,
+        url: str,
+        method: str = "GET",
+        body: Any = None,
+        headers: Any = None,
+        timeout: Any = None,
+        **kwargs: Any,
+    ) -> Any:
         wanted = timeout if isinstance(timeout, (int, float)) else REQUEST_TIMEOUT
         capped = self._deadline.cap(wanted)
         return super().__call__(url, method, body, headers, timeout=capped, **kwargs)

@@ -90,21 +90,26 @@ def akeyless(akeyless_server: FakeAkeyless) -> FakeAkeyless:
     return akeyless_server
 
 
-def run_akeyless(fake: FakeAkeyless, handles: list[str], **config: Any) -> Any:
+def run_akeyless(
+    fake: FakeAkeyless, handles: list[str], args: tuple[str, ...] = (), **config: Any
+) -> Any:
     full = {
         "akeyless_url": fake.server.url,
         "akeyless_session": {"akeyless_access_id": ACCESS_ID, "akeyless_access_key": ACCESS_KEY},
         **config,
     }
     request = make_request(handles, "akeyless", full, timeout=20)
-    result = run_cli(request, env={"REQUESTS_CA_BUNDLE": fake.server.ca_path})
+    result = run_cli(request, args, env={"REQUESTS_CA_BUNDLE": fake.server.ca_path})
     assert result.returncode == 0, result.stderr
     return result
 
 
 def test_values_in_one_request_after_one_authentication(akeyless: FakeAkeyless) -> None:
-    result = run_akeyless(akeyless, ["/prod/datadog/api_key", "/prod/db"])
+    result = run_akeyless(akeyless, ["/prod/datadog/api_key", "/prod/db"], args=("--debug",))
     assert result.value("/prod/datadog/api_key") == "abcdef0123456789"
+    assert "provider calls" in result.stderr  # debug statistics, yet no value nor credential
+    for secret in ("abcdef0123456789", "password", ACCESS_KEY, "t-00000000"):
+        assert secret not in result.stderr
     assert result.value("/prod/db") == '{"user": "dd", "password": "x"}'
     assert akeyless.server.count("/auth") == 1
     assert akeyless.batch_sizes() == [2]
@@ -191,3 +196,24 @@ def test_unreachable_url(akeyless: FakeAkeyless) -> None:
     result = run_akeyless(akeyless, ["/prod/db"], akeyless_url="https://127.0.0.1:9")
     error = result.error("/prod/db")
     assert "could not reach Akeyless at https://127.0.0.1:9 while authenticating" in error
+
+
+def test_multi_backend_file_mode(akeyless: FakeAkeyless, tmp_path: Any) -> None:
+    config = tmp_path / "datadog-secret-backend.yaml"
+    config.write_text(
+        "backends:\n"
+        "  ak:\n"
+        "    backend_type: akeyless\n"
+        f"    akeyless_url: {akeyless.server.url}/\n"
+        "    akeyless_session:\n"
+        f"      akeyless_access_id: {ACCESS_ID}\n"
+        f"      akeyless_access_key: {ACCESS_KEY}\n"
+    )
+    handles = ["ak:/prod/datadog/api_key", "ak:/prod/nope"]
+    result = run_cli(
+        make_request(handles, timeout=20),
+        args=["--config", str(config)],
+        env={"REQUESTS_CA_BUNDLE": akeyless.server.ca_path},
+    )
+    assert result.value("ak:/prod/datadog/api_key") == "abcdef0123456789"
+    assert "not found" in result.error("ak:/prod/nope")

@@ -227,7 +227,9 @@ def test_every_handle_form_and_json_selection(google: FakeGoogle) -> None:
 def test_each_secret_version_fetched_once_and_token_fetched_once(google: FakeGoogle) -> None:
     handles = [f"many-{i}" for i in range(12)]
     handles += ["db;user", "db;password", "db;port", "db", "db;;latest", "db;user;2", "db;;2"]
-    result = run_gcp(google, handles)
+    result = run_gcp(google, handles, args=["--debug"])
+    assert "provider calls" in result.stderr  # debug statistics, yet no value nor token
+    assert "value-" not in result.stderr and "ya29." not in result.stderr
     for i in range(12):
         assert result.value(f"many-{i}") == f"value-{i}"
         assert google.access_count(f"many-{i}", "latest") == 1
@@ -352,3 +354,20 @@ def test_unreachable_endpoint_is_bounded_by_the_deadline(google: FakeGoogle) -> 
     assert result.seconds < 10
     for handle in ("plain", "db;user"):
         assert "timed out" in result.error(handle)
+
+
+def test_multi_backend_file_mode(google: FakeGoogle, tmp_path: Path) -> None:
+    config = tmp_path / "datadog-secret-backend.yaml"
+    config.write_text(
+        "backends:\n"
+        "  gsm:\n"
+        "    backend_type: gcp.secretmanager\n"
+        f"    endpoint: {google.server.url}\n"
+        f"    gcp_session: {{project_id: {PROJECT}}}\n"
+    )
+    handles = ["gsm:db;user", "gsm:plain;;1"]
+    result = run_cli(
+        make_request(handles, timeout=20), args=["--config", str(config)], env=gcp_env(google)
+    )
+    assert result.value("gsm:db;user") == "dd"
+    assert result.value("gsm:plain;;1") == "old-value"
