@@ -109,7 +109,10 @@ class KeyVaultBackend(Backend):
             "retry_total": 2,
             "timeout": deadline.remaining(),
         }
-        inner, self.identity, self.default_chain = _credential(config, pipeline)
+        try:
+            inner, self.identity, self.default_chain = _credential(config, pipeline)
+        except (ValueError, TypeError) as exc:  # e.g. AZURE_* variables set but malformed
+            raise ConfigError(f"cannot set up the Azure credential: {_one_line(exc)}")
         self.credential = _BoundedCredential(inner, self, deadline)
         # Our own bounded retries (below) replace the SDK's, whose Retry-After sleeps ignore
         # any deadline.

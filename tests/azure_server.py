@@ -179,8 +179,8 @@ class AzureServer:
         return f"https://127.0.0.1:{self.port}"
 
     def env(self, **extra: str) -> dict[str, str]:
-        """Environment for the executable: trust the test CA, reach Azure hosts via the proxy,
-        and blank any Azure settings of the machine running the tests."""
+        """Environment for the executable: trust the test CA and reach Azure hosts through the
+        proxy. (Tests remove the machine's own Azure settings: see `clean_azure_env`.)"""
         env = {
             "REQUESTS_CA_BUNDLE": str(self.ca_path),
             "SSL_CERT_FILE": str(self.ca_path),
@@ -190,8 +190,6 @@ class AzureServer:
             "no_proxy": "127.0.0.1,localhost",
             "AZURE_AUTHORITY_HOST": f"https://{LOGIN_HOST}",
         }
-        for name in AZURE_ENV:
-            env[name] = ""
         env.update(extra)
         return env
 
@@ -209,8 +207,8 @@ class AzureServer:
         return token
 
 
-# Variables azure-identity reads to pick a credential: blanked (= unset) by default.
-# (AZURE_POD_IDENTITY_AUTHORITY_HOST counts even when empty, so it is only ever set.)
+# Variables azure-identity reads to pick a credential; azure-identity treats some of them as
+# set even when empty, so tests remove them (clean_azure_env) rather than blank them.
 AZURE_ENV = (
     "AZURE_TENANT_ID",
     "AZURE_CLIENT_ID",
@@ -221,6 +219,8 @@ AZURE_ENV = (
     "AZURE_PASSWORD",
     "AZURE_FEDERATED_TOKEN_FILE",
     "AZURE_TOKEN_CREDENTIALS",
+    "AZURE_AUTHORITY_HOST",
+    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
     "IDENTITY_ENDPOINT",
     "IDENTITY_HEADER",
     "IDENTITY_SERVER_THUMBPRINT",
@@ -386,32 +386,31 @@ class _Handler(BaseHTTPRequestHandler):
     def app_service_token(self, query: dict[str, str]) -> None:
         if self.headers.get("X-IDENTITY-HEADER") != IDENTITY_HEADER:
             return self.send_json(401, {"statusCode": 401, "message": "bad X-IDENTITY-HEADER"})
-        self.managed_identity_token(query, expires_key="expires_on")
+        if query.get("client_id", "") not in self.app.managed_identities:
+            # App Service's error format
+            return self.send_json(400, {"statusCode": 400, "message": "Identity not found"})
+        self.managed_identity_token(query)
 
     def imds_token(self, query: dict[str, str]) -> None:
         if self.headers.get("Metadata") != "true":
             return self.send_json(
                 400, {"error": "invalid_request", "error_description": "Metadata"}
             )
-        self.managed_identity_token(query, expires_key="expires_on")
-
-    def managed_identity_token(self, query: dict[str, str], expires_key: str) -> None:
-        client_id = query.get("client_id", "")
-        if client_id not in self.app.managed_identities:
+        if query.get("client_id", "") not in self.app.managed_identities:
             return self.send_json(
-                400,
-                {
-                    "error": "invalid_request",
-                    "error_description": "Identity not found",
-                },
+                400, {"error": "invalid_request", "error_description": "Identity not found"}
             )
+        self.managed_identity_token(query)
+
+    def managed_identity_token(self, query: dict[str, str]) -> None:
+        client_id = query.get("client_id", "")
         resource = query.get("resource", "")
         token = self.app.issue(client_id or "system", resource)
         self.send_json(
             200,
             {
                 "access_token": token,
-                expires_key: str(int(time.time()) + 3600),
+                "expires_on": str(int(time.time()) + 3600),
                 "resource": resource,
                 "token_type": "Bearer",
                 "client_id": client_id,
@@ -564,6 +563,13 @@ def running(workdir: Path) -> Iterator[AzureServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def clean_azure_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The executable inherits the test process's environment: drop its Azure settings."""
+    for name in AZURE_ENV:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="session")
