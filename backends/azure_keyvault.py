@@ -252,6 +252,10 @@ class KeyVaultBackend(Backend):
             )
         if status in RETRYABLE:
             what = "throttled the request" if status == 429 else f"answered {status}"
+            if attempts < MAX_ATTEMPTS:
+                why = f"it asked to retry after {wait:g}s, past secret_backend_timeout"
+            else:
+                why = f"still failing after {attempts} attempts"
             advice = (
                 "Key Vault limits requests per vault: resolve secrets less often or from fewer "
                 "Agents, or raise secret_backend_timeout"
@@ -259,9 +263,8 @@ class KeyVaultBackend(Backend):
                 else "retry later, or raise secret_backend_timeout"
             )
             return SecretError(
-                f'key vault {self.vault_url} {what} for secret "{name}" ({status} {codes}) '
-                f"{attempts} time(s) within secret_backend_timeout (next retry asked for "
-                f"after {wait:g}s); {advice}"
+                f'key vault {self.vault_url} {what} for secret "{name}" ({status} {codes}): '
+                f"{why}; {advice}"
             )
         return SecretError(f"{where}: Key Vault answered {status} {codes}{said}")
 
@@ -279,6 +282,7 @@ class KeyVaultBackend(Backend):
     def _auth_failure(self, exc: Exception) -> SecretError:
         detail = _one_line(exc)
         if self.default_chain:
+            detail = _chain_details(exc)
             return SecretError(
                 f"no Azure credential could get a token for key vault {self.vault_url}: tried "
                 f"{DEFAULT_CHAIN_SOURCES}. Configure azure_session (a service principal with "
@@ -451,6 +455,19 @@ def _retry_delay(exc: HttpResponseError, attempt: int) -> float:
             except (TypeError, ValueError):
                 pass
     return 0.5 * 2 ** (attempt - 1)
+
+
+def _chain_details(exc: Exception) -> str:
+    """DefaultAzureCredential's per-source reasons, without its troubleshooting links."""
+    message = str(getattr(exc, "message", None) or exc)
+    reasons = []
+    for line in message.splitlines():
+        if line.startswith("\t"):
+            sentences = re.split(r"(?<=\.)\s+", line.strip())
+            reasons.append(
+                " ".join(s for s in sentences if "aka.ms" not in s and "troubleshoot" not in s)
+            )
+    return _one_line("; ".join(reasons) if reasons else message, limit=900)
 
 
 def _one_line(value: Any, limit: int = 600) -> str:
