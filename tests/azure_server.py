@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import datetime as dt
 import json
 import secrets as pysecrets
 import socket
@@ -128,8 +129,6 @@ class AzureServer:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"sp-{client_id[:8]}")])
         now = time.time()
-        import datetime as dt
-
         cert = (
             x509.CertificateBuilder()
             .subject_name(name)
