@@ -168,7 +168,7 @@ class VaultBackend(Backend):
     type_name = "hashicorp.vault"
     Config = VaultConfig
     config: VaultConfig
-    default_concurrency = 8
+    default_concurrency = 16  # one Vault server answers many concurrent reads well
 
     def __init__(self, config: VaultConfig, deadline: Deadline) -> None:
         super().__init__(config, deadline)
