@@ -15,7 +15,9 @@ Every HTTP call is bounded by the run's deadline (see `_DeadlineSession`).
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import os
 import ssl
 import threading
@@ -204,11 +206,16 @@ class VaultBackend(Backend):
 
     # ---------------------------------------------------------------- connection, TLS
     def _configure_tls(self, tls: TlsConfig) -> bool:
-        """Mount a TLS adapter for https://; returns requests' `verify` flag."""
+        """Mount connection pools sized for our concurrency (and our TLS settings for
+        https://); returns requests' `verify` flag."""
+        pool = self.concurrency + 2
         if not self.address.startswith("https://"):
+            self._session.mount(
+                "http://", requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=pool)
+            )
             return True
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies, checks host names
         if tls.insecure:
-            context = ssl.create_default_context()
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
             import urllib3
@@ -216,10 +223,9 @@ class VaultBackend(Backend):
             # Asked for explicitly in the config; a warning per request would only be noise.
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         else:
-            context = ssl.create_default_context(
-                cafile=None if tls.ca_cert or tls.ca_path else certifi.where()
-            )
-            loaded = 0
+            if not (tls.ca_cert or tls.ca_path):
+                context.load_verify_locations(cafile=certifi.where())  # as requests does
+            loaded = 0  # with ca_cert / ca_path, only those CAs are trusted
             if tls.ca_cert:
                 loaded += self._load_ca(context, Path(tls.ca_cert), "vault_tls_config.ca_cert")
             if tls.ca_path:
@@ -245,7 +251,6 @@ class VaultBackend(Backend):
                     f"vault_tls_config: cannot load client_cert {tls.client_cert} / client_key "
                     f"{tls.client_key}: {getattr(exc, 'strerror', None) or exc.__class__.__name__}"
                 )
-        pool = max(self.concurrency, 1) + 2
         self._session.mount("https://", _TlsAdapter(context, tls.tls_server, pool))
         return not tls.insecure
 
@@ -337,7 +342,9 @@ class VaultBackend(Backend):
         except hvac.exceptions.VaultError as exc:
             reason = "; ".join(str(e) for e in (exc.errors or [])) or str(exc).split(", on ")[0]
             hint = {
-                hvac.exceptions.Forbidden: "permission denied",
+                # Vault also answers 403 for a login path where no auth method is mounted.
+                hvac.exceptions.Forbidden: f"permission denied (check that the {method} auth "
+                f"method is enabled at auth/{path.split('/')[1]}/ and the credentials are valid)",
                 hvac.exceptions.InvalidRequest: "rejected",
                 hvac.exceptions.InvalidPath: f"no {method} auth method is enabled at this path",
                 hvac.exceptions.VaultDown: "Vault is sealed or unavailable",
@@ -388,7 +395,13 @@ class VaultBackend(Backend):
                 "Vault AWS IAM login: vault_session.vault_aws_role is missing (the Vault role "
                 "bound to this instance's IAM principal)"
             )
-        import boto3  # only for AWS credentials discovery (environment, profile, instance role)
+        try:
+            import boto3  # only for AWS credentials discovery (env, profile, instance role)
+        except ImportError:
+            raise ConfigError(
+                "Vault AWS IAM login needs the Python package 'boto3', which is not "
+                "installed: pip install 'datadog-secret-backend[aws]'"
+            )
 
         try:
             session = boto3.session.Session(region_name=s.aws_region or None)
@@ -421,8 +434,6 @@ class VaultBackend(Backend):
             frozen.access_key, frozen.secret_key, frozen.token, region
         )
         signer.add_auth(request)
-        import base64
-        import json
 
         def b64(text: str) -> str:
             return base64.b64encode(text.encode()).decode()
@@ -535,7 +546,8 @@ class VaultBackend(Backend):
             return SecretError(
                 f"permission denied reading {where}: the token's policies must grant the "
                 f'"read" capability on "{path}" (policy: path "{path}" '
-                '{ capabilities = ["read"] })' + (f" [{detail}]" if detail else "")
+                '{ capabilities = ["read"] }); also check that the token is valid and not '
+                "expired" + (f" [{detail}]" if detail else "")
             )
         if status == 503:
             return SecretError(self._unavailable(detail))

@@ -45,8 +45,11 @@ def free_port() -> int:
 
 
 class OpenBao:
-    def __init__(self, tls: bool = False, root_token: str = ROOT_TOKEN) -> None:
+    def __init__(
+        self, tls: bool = False, root_token: str = ROOT_TOKEN, raw_audit: bool = False
+    ) -> None:
         self.tls = tls
+        self.raw_audit = raw_audit  # log request bodies unhashed (credentials too: tests only)
         self.root_token = root_token
         self.dir = Path(tempfile.mkdtemp(prefix="openbao-"))
         self.audit_path = self.dir / "audit.log"
@@ -64,7 +67,8 @@ class OpenBao:
 
     def start(self, timeout: float = 60) -> OpenBao:
         config = self.dir / "audit.hcl"
-        audit_options = f'options {{\n    file_path = "{self.audit_path}"\n  }}'
+        raw = '\n    log_raw = "true"' if self.raw_audit else ""
+        audit_options = f'options {{\n    file_path = "{self.audit_path}"{raw}\n  }}'
         config.write_text(f'audit "file" "tests" {{\n  {audit_options}\n}}\n')
         for _attempt in range(3):  # a free port can be taken between our check and bao's bind
             self.port = free_port()

@@ -636,3 +636,47 @@ def test_in_process_fetch_dedupes_mount_lookups_under_concurrency(vault: Vault) 
         results = list(pool.map(lambda r: backend.fetch([r.fetch_key], Deadline.after(20)), refs))
     assert all(not isinstance(v, SecretError) for r in results for v in r.values())
     assert backend.calls == 1 + len(refs)  # one mount lookup, then one read per fetch call
+
+
+def test_aws_iam_login_sends_a_signed_regional_get_caller_identity() -> None:
+    """OpenBao ships no AWS auth plugin, so the server cannot verify the login; its raw audit
+    log shows exactly what we sent, and the error must name the method."""
+    with OpenBao(raw_audit=True) as server:
+        config = {
+            "vault_address": server.url,
+            "vault_session": {
+                "vault_auth_type": "aws",
+                "vault_aws_role": "dd-role",
+                "aws_region": "eu-west-3",
+                "vault_aws_iam_server_id": "vault.example.com",
+            },
+        }
+        env = {
+            "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE",
+            "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "AWS_SESSION_TOKEN": "session-token-example",
+        }
+        result = resolve(["kv/app;key"], config, env=env)
+        error = result.error("kv/app;key")
+        assert "AWS IAM login" in error and "auth/aws/login" in error
+        for secret in env.values():
+            assert secret not in error + result.stderr
+        (login,) = [
+            e["request"]
+            for e in server.audit_entries()
+            if e["type"] == "request" and e["request"]["path"] == "auth/aws/login"
+        ]
+    data = login["data"]
+    assert data["role"] == "dd-role"
+    assert data["iam_http_request_method"] == "POST"
+    assert base64.b64decode(data["iam_request_url"]) == b"https://sts.eu-west-3.amazonaws.com/"
+    body = base64.b64decode(data["iam_request_body"]).decode()
+    assert body == "Action=GetCallerIdentity&Version=2011-06-15"
+    headers = json.loads(base64.b64decode(data["iam_request_headers"]))
+    assert headers["Host"] == ["sts.eu-west-3.amazonaws.com"]
+    assert headers["X-Vault-AWS-IAM-Server-ID"] == ["vault.example.com"]
+    assert headers["X-Amz-Security-Token"] == ["session-token-example"]
+    (authorization,) = headers["Authorization"]
+    assert authorization.startswith("AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/")
+    assert "/eu-west-3/sts/aws4_request" in authorization
+    assert "x-vault-aws-iam-server-id" in authorization  # the server id header is signed
