@@ -622,8 +622,12 @@ def test_config_repr_hides_credentials() -> None:
         assert secret not in text
 
 
-def test_in_process_fetch_dedupes_mount_lookups_under_concurrency(vault: Vault) -> None:
+def test_in_process_fetch_dedupes_mount_lookups_under_concurrency(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Many threads fetching paths of one mount at once still cause one mount lookup."""
+    for name in ("VAULT_ADDR", "VAULT_NAMESPACE", "DD_SECRETS_IMPLICIT_AUTH"):
+        monkeypatch.delenv(name, raising=False)
     from concurrent.futures import ThreadPoolExecutor
 
     from backends.hashicorp_vault import VaultBackend
