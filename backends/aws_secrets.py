@@ -116,7 +116,7 @@ class SecretsManagerBackend(Backend):
             try:
                 page = self.aws.call(
                     "batch_get_secret_value",
-                    what=f"{len(ids)} secrets",
+                    what=_several("secrets", ids),
                     action=f"{BATCH_GET} (or set batch: false)",
                     deadline=deadline,
                     **params,
@@ -205,6 +205,11 @@ class SecretsManagerBackend(Backend):
 
 class _BatchDenied(Exception):
     """BatchGetSecretValue is not allowed by the caller's IAM policy."""
+
+
+def _several(kind: str, names: list[str]) -> str:
+    shown = ", ".join(f'"{n}"' for n in names[:3])
+    return f"{len(names)} {kind} ({shown}{', ...' if len(names) > 3 else ''})"
 
 
 def _match(entry: Mapping[str, Any], ids: list[str]) -> str | None:

@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import boto3
 import botocore.config
 import botocore.exceptions
 import botocore.session
@@ -209,62 +208,68 @@ def connect(
         )
     if cfg.aws_external_id and not cfg.aws_role_arn:
         raise ConfigError("aws_session.aws_external_id is only used with aws_session.aws_role_arn")
-    core = botocore.session.Session()
+    # botocore directly (boto3 is only a wrapper): ~50 ms less start-up per run.
+    core = botocore.session.Session(profile=cfg.aws_profile or None)
     # Short, single instance-metadata probe, unless the operator configured one.
     if not os.environ.get("AWS_METADATA_SERVICE_TIMEOUT"):
         core.set_config_variable("metadata_service_timeout", deadline.cap(METADATA_TIMEOUT))
     if not os.environ.get("AWS_METADATA_SERVICE_NUM_ATTEMPTS"):
         core.set_config_variable("metadata_service_num_attempts", 1)
+    if cfg.aws_access_key_id and cfg.aws_secret_access_key:
+        core.set_credentials(cfg.aws_access_key_id, cfg.aws_secret_access_key)
     try:
-        session = boto3.Session(
-            aws_access_key_id=cfg.aws_access_key_id or None,
-            aws_secret_access_key=cfg.aws_secret_access_key or None,
-            region_name=cfg.aws_region or None,
-            profile_name=cfg.aws_profile or None,
-            botocore_session=core,
+        # botocore reads AWS_DEFAULT_REGION only; the Go SDK (and so the published
+        # implementations) read AWS_REGION first: honour both.
+        region = (
+            cfg.aws_region or os.environ.get("AWS_REGION") or core.get_config_variable("region")
         )
-        region = session.region_name
-    except botocore.exceptions.ProfileNotFound:
-        raise ConfigError(_profile_missing(cfg.aws_profile, core))
-    if not region:
-        raise ConfigError(
-            "no AWS region: set aws_session.aws_region in the backend config "
-            "(or AWS_REGION in the Agent's environment)"
-        )
-    client_config = botocore.config.Config(
-        connect_timeout=deadline.cap(CONNECT_TIMEOUT),
-        read_timeout=deadline.cap(deadline.remaining()),
-        retries={"mode": "standard", "total_max_attempts": 1},  # AwsClient.call retries
-        max_pool_connections=max(10, max_connections),
-    )
-    try:
-        credentials = session.get_credentials()
+        credentials = core.get_credentials()
     except botocore.exceptions.ProfileNotFound:
         raise ConfigError(_profile_missing(cfg.aws_profile, core))
     except botocore.exceptions.BotoCoreError as exc:
         raise SecretError(
             f"AWS credentials could not be loaded ({type(exc).__name__}): {scrub(str(exc))}"
         )
+    if not region:
+        raise ConfigError(
+            "no AWS region: set aws_session.aws_region in the backend config (or AWS_REGION "
+            "/ AWS_DEFAULT_REGION in the Agent's environment, or region in the AWS profile)"
+        )
     if credentials is None:
         raise SecretError(_no_credentials(cfg, core))
+    client_config = botocore.config.Config(
+        connect_timeout=deadline.cap(CONNECT_TIMEOUT),
+        read_timeout=deadline.cap(deadline.remaining()),
+        retries={"mode": "standard", "total_max_attempts": 1},  # AwsClient.call retries
+        max_pool_connections=max(10, max_connections),
+    )
+    temporary: dict[str, Any] = {}
     if cfg.aws_role_arn:
-        session = _assume_role(session, cfg, region, client_config, deadline, count_call)
-    client = session.client(
-        service, region_name=region, endpoint_url=cfg.endpoint_url or None, config=client_config
+        temporary = _assume_role(core, cfg, region, client_config, deadline, count_call)
+    client = core.create_client(
+        service,
+        region_name=region,
+        endpoint_url=cfg.endpoint_url or None,
+        config=client_config,
+        **temporary,
     )
     return AwsClient(client, region, client.meta.endpoint_url, count_call)
 
 
 def _assume_role(
-    session: Any,
+    core: Any,
     cfg: AwsSessionConfig,
     region: str,
     client_config: Any,
     deadline: Deadline,
     count_call: Callable[[], None],
-) -> Any:
+) -> dict[str, Any]:
+    """One STS AssumeRole; the temporary credentials as create_client() arguments."""
     sts = AwsClient(
-        session.client("sts", region_name=region, config=client_config), region, "STS", count_call
+        core.create_client("sts", region_name=region, config=client_config),
+        region,
+        "STS",
+        count_call,
     )
     params: dict[str, Any] = {
         "RoleArn": cfg.aws_role_arn,
@@ -280,12 +285,11 @@ def _assume_role(
         **params,
     )
     temporary = answer["Credentials"]
-    return boto3.Session(
-        aws_access_key_id=temporary["AccessKeyId"],
-        aws_secret_access_key=temporary["SecretAccessKey"],
-        aws_session_token=temporary["SessionToken"],
-        region_name=region,
-    )
+    return {
+        "aws_access_key_id": temporary["AccessKeyId"],
+        "aws_secret_access_key": temporary["SecretAccessKey"],
+        "aws_session_token": temporary["SessionToken"],
+    }
 
 
 def _profile_missing(profile: str | None, core: Any) -> str:

@@ -105,7 +105,11 @@ class ParameterStoreBackend(Backend):
     # -- provider calls ------------------------------------------------------------------
 
     def _get(self, names: list[str], deadline: Deadline) -> dict[Hashable, Any]:
-        what = f'parameter "{names[0]}"' if len(names) == 1 else f"{len(names)} parameters"
+        if len(names) == 1:
+            what = f'parameter "{names[0]}"'
+        else:
+            shown = ", ".join(f'"{n}"' for n in names[:3])
+            what = f"{len(names)} parameters ({shown}{', ...' if len(names) > 3 else ''})"
         answer = self.aws.call(
             "get_parameters",
             what=what,

@@ -8,8 +8,9 @@ Reuse it from any test module:
 
 `start_moto_server()` starts one outside pytest (benchmarks) and returns (process, url).
 `CountingProxy(url)` is an HTTP reverse proxy in front of it that records the operation of
-every request (X-Amz-Target, or the Action of query-protocol services such as STS) and can
-answer chosen operations with injected AWS errors (AccessDenied, throttling, 5xx).
+every request (X-Amz-Target, or the Action of query-protocol services such as STS), can
+answer chosen operations with injected AWS errors (AccessDenied, throttling, 5xx) and can
+add a network round trip (`rtt`) to every connection and request, for benchmarks.
 """
 
 from __future__ import annotations
@@ -85,10 +86,14 @@ def moto_url() -> Iterator[str]:
 class CountingProxy:
     """HTTP reverse proxy that counts AWS operations and can inject AWS errors."""
 
-    def __init__(self, upstream_url: str) -> None:
+    def __init__(self, upstream_url: str, rtt: float = 0.0) -> None:
+        # rtt: an injected network round trip, paid once per new connection (the TCP
+        # handshake) and once per request, whatever the size of its headers and body.
+        self.rtt = rtt
         parsed = urllib.parse.urlsplit(upstream_url)
         self.upstream = (parsed.hostname or "127.0.0.1", parsed.port or 80)
         self.operations: list[str] = []
+        self.connections = 0
         # operation -> errors to answer before forwarding again; None in the list = forever.
         self._faults: dict[str, collections.deque[tuple[int, str, str] | None]] = {}
         self._lock = threading.Lock()
@@ -96,6 +101,16 @@ class CountingProxy:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as botocore uses it
+            # Headers and body go out in two writes: without TCP_NODELAY, Nagle's algorithm
+            # and the client's delayed ACK would add ~40 ms to every answer.
+            disable_nagle_algorithm = True
+
+            def setup(self) -> None:
+                super().setup()
+                with proxy._lock:
+                    proxy.connections += 1
+                if proxy.rtt:
+                    time.sleep(proxy.rtt)
 
             def do_POST(self) -> None:
                 proxy._handle(self)
@@ -151,6 +166,8 @@ class CountingProxy:
             query.update(urllib.parse.parse_qs(urllib.parse.urlsplit(handler.path).query))
             operation = query.get("Action", [handler.command + " " + handler.path])[0]
         fault = self._next_fault(operation)
+        if self.rtt:
+            time.sleep(self.rtt)
         if fault is not None:
             status, code, message = fault
             payload = json.dumps({"__type": code, "message": message}).encode()

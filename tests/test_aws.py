@@ -228,11 +228,11 @@ def test_throttling_and_5xx_are_retried(sm, env, proxy, prefix):
 
 def test_endless_throttling_stops_at_the_deadline(sm, env, proxy, prefix):
     proxy.fail("GetSecretValue", "TooManyRequestsException", times=None)
-    request = make_request([f"{prefix}/a;x"], type="aws.secrets", config={}, timeout=4)
+    request = make_request([f"{prefix}/a;x"], type="aws.secrets", config={}, timeout=5)
     result = run_cli(request, env=env)
     error = result.error(f"{prefix}/a;x")
     assert f'throttled by AWS reading secret "{prefix}/a" in region {REGION}' in error
-    assert result.seconds < 4
+    assert result.seconds < 5  # answered before the Agent would kill us
     assert 2 <= proxy.count("GetSecretValue") <= 6
 
 
@@ -252,10 +252,10 @@ def test_access_denied_names_the_iam_action(env, proxy, prefix):
 def test_unreachable_endpoint_times_out_within_the_deadline(env, prefix):
     with TcpProxy(1) as blackhole:
         blackhole.mode = "blackhole"
-        request = make_request([f"{prefix}/a;x"], type="aws.secrets", config={}, timeout=3)
+        request = make_request([f"{prefix}/a;x"], type="aws.secrets", config={}, timeout=5)
         result = run_cli(request, env={**env, "AWS_ENDPOINT_URL": blackhole.url})
     assert "timed out" in result.error(f"{prefix}/a;x")
-    assert result.seconds < 3
+    assert result.seconds < 5  # answered before the Agent would kill us
 
 
 # -- sessions and credentials ------------------------------------------------------------
@@ -304,6 +304,13 @@ def test_assume_role_with_external_id(sm, env, proxy, prefix):
     result = run_cli(secrets_request([f"{prefix}/a;x"], aws_session=session), env=env)
     assert result.value(f"{prefix}/a;x") == "A"
     assert proxy.operations == ["AssumeRole", "GetSecretValue"]
+
+
+def test_region_from_aws_region_alone(sm, env, prefix):
+    sm.create_secret(Name=f"{prefix}/a", SecretString="A")
+    only = {k: v for k, v in env.items() if k != "AWS_DEFAULT_REGION"}
+    result = run_cli(secrets_request([f"{prefix}/a;x"]), env=only)
+    assert result.value(f"{prefix}/a;x") == "A"
 
 
 def test_config_errors(env):
