@@ -455,3 +455,18 @@ def test_ssm_access_denied_and_throttling(ssm, env, proxy, prefix):
     error = run_cli(ssm_request([f"/{prefix}/a"]), env=env).error(f"/{prefix}/a")
     assert f'access denied reading parameter "/{prefix}/a" in region {REGION}' in error
     assert "ssm:GetParameters" in error
+
+
+def test_batch_answers_are_matched_by_name_full_or_partial_arn():
+    from backends.aws_secrets import _match
+
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf"
+    entry = {"Name": "prod/db", "ARN": arn}
+    assert _match(entry, ["other", "prod/db"]) == "prod/db"
+    assert _match(entry, ["other", arn]) == arn
+    partial = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db"
+    assert _match(entry, [partial]) == partial
+    assert (
+        _match(entry, ["prod/d", "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod"])
+        is None
+    )
