@@ -29,8 +29,21 @@ _TYPE_NAMES = {
 }
 
 
-def describe(value: Any) -> str:
-    """A short, safe description of a wrong value: its JSON text if short, else its type."""
+# Settings whose values must never be echoed in an error, even when they have the wrong type.
+_SENSITIVE = ("secret", "password", "token", "key", "jwt", "credential")
+
+
+def describe(value: Any, path: str = "") -> str:
+    """A short, safe description of a wrong value: its JSON text if short, else its type.
+
+    For settings that may hold a credential (by name), only the type is described.
+    """
+    leaf = path.rsplit(".", 1)[-1].lower()
+    if any(word in leaf for word in _SENSITIVE):
+        if isinstance(value, str):
+            return f"a string of {len(value)} characters"
+        if isinstance(value, (bool, int, float)):
+            return "a boolean" if isinstance(value, bool) else "a number"
     if isinstance(value, (bool, int, float)) or value is None:
         return json.dumps(value)
     if isinstance(value, str):
@@ -58,11 +71,11 @@ def _convert(value: Any, hint: Any, path: str) -> Any:
     if origin is list:
         (item_hint,) = typing.get_args(hint)
         if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list, got {describe(value)}")
+            raise ConfigError(f"{path}: expected a list, got {describe(value, path)}")
         return tuple(_convert(v, item_hint, f"{path}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {describe(value)}")
+            raise ConfigError(f"{path}: expected a mapping, got {describe(value, path)}")
         return dict(value)
     if hint is bool:
         if isinstance(value, bool):
@@ -79,7 +92,8 @@ def _convert(value: Any, hint: Any, path: str) -> Any:
             return float(value)
     elif hint is str and isinstance(value, str):
         return value
-    raise ConfigError(f"{path}: expected {_TYPE_NAMES.get(hint, str(hint))}, got {describe(value)}")
+    expected = _TYPE_NAMES.get(hint, str(hint))
+    raise ConfigError(f"{path}: expected {expected}, got {describe(value, path)}")
 
 
 def build(cls: type[T], data: Any, path: str = "config") -> T:
@@ -87,7 +101,7 @@ def build(cls: type[T], data: Any, path: str = "config") -> T:
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: expected a mapping of settings, got {describe(data)}")
+        raise ConfigError(f"{path}: expected a mapping of settings, got {describe(data, path)}")
     fields = {f.name: f for f in dataclasses.fields(typing.cast(Any, cls))}
     hints = typing.get_type_hints(cls)
     for key in data:

@@ -117,3 +117,24 @@ def test_deadline_margin_and_cap() -> None:
     expired = Deadline.after(-1)
     assert expired.expired()
     assert expired.cap(5) == 0.001
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Credentials:
+    client_secret: str = ""
+    vault_token: str = ""
+    allowed_keys: list[str] = dataclasses.field(default_factory=list)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"client_secret": 12345678}, "config.client_secret: expected a string, got a number"),
+        ({"vault_token": ["hvs.x"]}, "config.vault_token: expected a string, got a list"),
+    ],
+)
+def test_wrongly_typed_credentials_are_not_echoed(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build(Credentials, data)
+    assert str(info.value) == message
+    assert "12345678" not in str(info.value)
