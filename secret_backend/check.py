@@ -260,7 +260,7 @@ def check_command(
     out.append(f"secret_backend_command '{command}', Agent user '{user.name}':")
     ok = permissions.report(command, user, allow_group, out)
     pinned = settings.get("secret_backend_command_sha256")
-    if pinned:
+    if pinned is not None and pinned != "":
         actual = permissions.sha256_of(command)
         if actual != str(pinned).strip().lower():
             ok = False
