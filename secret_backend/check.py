@@ -102,7 +102,8 @@ def agent_settings(path: Path) -> dict[str, Any]:
 def yaml_files(datadog_yaml: Path, confd: Path | None) -> list[Path]:
     files = [datadog_yaml]
     if confd is not None:
-        files += sorted(p for p in confd.rglob("*.yaml") if p.is_file())
+        found = [*confd.rglob("*.yaml"), *confd.rglob("*.yml")]
+        files += sorted(p for p in found if p.is_file())
     return files
 
 
@@ -214,7 +215,10 @@ def run_check(args: argparse.Namespace, out: list[str]) -> bool:
         out.append(f"no ENC[] handle found in {scanned}")
         return ok
 
-    timeout = float(settings.get("secret_backend_timeout") or 30)
+    try:
+        timeout = float(settings.get("secret_backend_timeout") or 30)
+    except (TypeError, ValueError):
+        raise CheckError("secret_backend_timeout must be a number of seconds")
     strip = bool(settings.get("secret_backend_remove_trailing_line_break"))
     handles = list(found)
     mode, routes, slots = plan_for(settings, handles)

@@ -118,7 +118,9 @@ def check_executable(path: str, user: AgentUser, allow_group_exec: bool) -> Find
     found = Finding(path, None, f"{stat.S_IMODE(st.st_mode):04o}", owner, group)
     if rights_problem(st, allow_group_exec):
         found.problem = rights_message("executable", path, allow_group_exec)
-    elif not stat.S_ISREG(st.st_mode) or not _can(user, st, os.X_OK):
+    elif not stat.S_ISREG(st.st_mode):
+        found.problem = f"invalid executable '{path}': not a regular file"
+    elif not _can(user, st, os.X_OK):
         found.problem = (
             f"invalid executable '{path}': can't access it: permission denied "
             f"(the Agent user '{user.name}' cannot execute it)"

@@ -72,6 +72,12 @@ def test_missing_executable(tmp_path: Path) -> None:
     assert f"invalid executable '{missing}': can't stat it: no such file or directory" in out
 
 
+def test_directory_is_not_an_executable(tmp_path: Path) -> None:
+    code, out = check_permissions(str(tmp_path), "--owner", ME)
+    assert code == 5
+    assert f"invalid executable '{tmp_path}': not a regular file" in out
+
+
 @pytest.mark.skipif(not AS_ROOT, reason="changing a file's owner needs root")
 def test_owner_must_be_the_agent_user(tmp_path: Path) -> None:
     exe = make_exe(tmp_path, 0o700)
