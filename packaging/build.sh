@@ -25,6 +25,9 @@ export SOURCE_DATE_EPOCH
 export PYTHONDONTWRITEBYTECODE=1 PYTHONNOUSERSITE=1
 
 rm -rf "$WORK"
+# PyInstaller's cache (stripped binaries) is global by default and --clean empties it: keep
+# one per build so that concurrent builds (tests, CI) never pull files from under each other.
+export PYINSTALLER_CONFIG_DIR="$WORK/cache"
 "$PY" -m PyInstaller --noconfirm --clean --log-level WARN \
     --distpath "$DIST" --workpath "$WORK" "$REPO/packaging/datadog-secret-backend.spec"
 

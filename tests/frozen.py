@@ -4,11 +4,11 @@
 shared by pytest-xdist workers through a file lock, then installs the bundle with
 packaging/install.sh into a private prefix so that it has the rights the Agent demands.
 
-`agent_run()` mirrors what the Agent does on every refresh (datadog-agent
-comp/core/secrets: check_rights_nix.go, exec_nix.go, fetch_secret.go): check the file's
-rights, write the payload on stdin, read at most `secret_backend_output_max_size` bytes of
-stdout, kill the process at `secret_backend_timeout`, then validate every handle, in order,
-failing the whole batch on the first problem.
+`agent_run()` does what the Agent does on every refresh (datadog-agent comp/core/secrets;
+the messages are close to, not copies of, the Agent's): check the file's rights, write the
+payload on stdin, read at most `secret_backend_output_max_size` bytes of stdout, kill the
+process at `secret_backend_timeout`, then validate every handle, in order, failing the whole
+batch on the first problem.
 """
 
 from __future__ import annotations
