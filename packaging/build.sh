@@ -24,6 +24,12 @@ export SOURCE_DATE_EPOCH
 # Never let a developer's bytecode or site customisations leak into the bundle.
 export PYTHONDONTWRITEBYTECODE=1 PYTHONNOUSERSITE=1
 
+"$PY" "$REPO/packaging/check_pins.py" "$REPO/constraints.txt"
+if ! "$PY" -c 'import PyInstaller' 2>/dev/null; then
+    echo "build.sh: PyInstaller is not installed for $PY: make binary installs it" >&2
+    exit 1
+fi
+
 rm -rf "$WORK"
 # PyInstaller's cache (stripped binaries) is global by default and --clean empties it: keep
 # one per build so that concurrent builds (tests, CI) never pull files from under each other.
