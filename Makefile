@@ -6,13 +6,14 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?= -n auto
 STAMP := $(VENV)/.installed
 
-.PHONY: help run test lint format typecheck bench clean
+.PHONY: help run test lint format typecheck bench binary clean
 
 help:
 	@echo "make run        resolve examples/request.json through the executable"
 	@echo "make test       install the test dependencies and run the whole suite"
 	@echo "make lint       ruff + mypy"
 	@echo "make bench      benchmarks (writes docs/benchmarks.md)"
+	@echo "make binary     frozen one-folder build in dist/datadog-secret-backend/ (PyInstaller)"
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required" if sys.version_info < (3, 11) else 0)'
@@ -38,6 +39,10 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+# Pinned (constraints.txt) PyInstaller and every backend SDK come with the test extra.
+binary: $(STAMP)
+	PY=$(PY) packaging/build.sh
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

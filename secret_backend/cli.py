@@ -26,7 +26,10 @@ log = logging.getLogger("secret_backend")
 
 PROG = "datadog-secret-backend"
 # Subcommands live in their own modules, imported only when used: "name": "module:function".
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {
+    "check": "secret_backend.check:main",
+    "check-permissions": "secret_backend.permissions:main",
+}
 
 DESCRIPTION = """\
 Secret backend for the Datadog Agent (secret_backend_command). Reads the Agent's JSON request
