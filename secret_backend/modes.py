@@ -7,6 +7,7 @@ Each mode turns the request's handles into routes (handle -> slot + inner handle
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -50,7 +51,11 @@ def default_config_path() -> Path:
 def load_backends_file(path: Path) -> dict[str, Any]:
     """The `backends` mapping of a multi-backend YAML file; ConfigError says what is wrong."""
     try:
-        with open(path, "rb") as f:
+        # O_NONBLOCK: opening a FIFO must not block past the deadline.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ConfigError(f"multi-backend config {path} is not a regular file")
             data = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(

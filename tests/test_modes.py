@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -111,6 +112,13 @@ def test_bad_multi_backend_file(tmp_path: Path, content: str, message: str) -> N
     result = run_cli(make_request(["a:b", "c:d"]), args=["--config", str(path)])
     assert message in result.error("a:b")
     assert message in result.error("c:d")
+
+
+def test_multi_backend_file_that_is_a_fifo_does_not_block(tmp_path: Path) -> None:
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)
+    result = run_cli(make_request(["a:b"]), args=["--config", str(fifo)], timeout=20)
+    assert "is not a regular file" in result.error("a:b")
 
 
 def test_command_line_mode_wins_over_request_type(v0_config: Path) -> None:
