@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from tests.moto_server import CountingProxy, start_moto_server, stop_moto_server
 from tests.openbao_server import OpenBao  # noqa: E402
 from tests.proxy import TcpProxy  # noqa: E402
 
+SETUP_MS: dict[str, float] = {}  # backend type -> set-up time of a 1-handle run
 RTT = float(os.environ.get("BENCH_RTT_MS", "50")) / 1000
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 # (handles, distinct secrets): 10 keys per secret, and all handles on distinct secrets.
@@ -46,20 +47,57 @@ REGION = "us-east-1"
 CMD = [sys.executable, "-m", "secret_backend"]
 
 
+# Peak RSS comes from wait4(2), but a child's ru_maxrss also counts the memory image it had
+# before exec(): the forking process's, and this one grows (SDK clients, audit logs). So a
+# small interpreter forks the measured process, and times it.
+SPAWNER = """
+import json, os, sys, time
+cmd, stdin_path, stdout_path = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+with open(stdin_path, "rb") as stdin, open(stdout_path, "wb") as stdout:
+    started = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        os.dup2(stdin.fileno(), 0)
+        os.dup2(stdout.fileno(), 1)
+        os.execv(cmd[0], cmd)
+    _, status, usage = os.wait4(pid, 0)
+    elapsed = time.perf_counter() - started
+print(json.dumps([elapsed, usage.ru_maxrss, os.waitstatus_to_exitcode(status)]))
+"""
+
+
 def run_once(payload: dict[str, Any], env: dict[str, str]) -> tuple[float, int, dict[str, Any]]:
     """Wall seconds, peak RSS in KiB, parsed answer."""
     full_env = {**os.environ, **env}
     full_env.pop("DD_SECRET_BACKEND_LOG_LEVEL", None)
-    with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as stdout:
-        stdin.write(json.dumps(payload).encode())
-        stdin.seek(0)
-        started = time.perf_counter()
-        proc = subprocess.Popen(CMD, stdin=stdin, stdout=stdout, env=full_env, cwd=REPO)
-        _, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - started
-        assert os.waitstatus_to_exitcode(status) == 0
-        stdout.seek(0)
-        return elapsed, usage.ru_maxrss, json.loads(stdout.read())
+    with tempfile.TemporaryDirectory() as tmp:
+        stdin, stdout = Path(tmp) / "stdin", Path(tmp) / "stdout"
+        stdin.write_text(json.dumps(payload))
+        report = subprocess.run(
+            [sys.executable, "-S", "-c", SPAWNER, json.dumps(CMD), str(stdin), str(stdout)],
+            env=full_env,
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
+        elapsed, peak, code = json.loads(report.stdout)
+        assert code == 0, report.stderr
+        return elapsed, peak, json.loads(stdout.read_text())
+
+
+def setup_ms(payload: dict[str, Any], env: dict[str, str]) -> float:
+    """The backend's set-up time (SDK import, client, credentials), from its --debug log."""
+    proc = subprocess.run(
+        [*CMD, "--debug"],
+        input=json.dumps(payload).encode(),
+        env={**os.environ, **env},
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    )
+    match = re.search(r"ready in ([0-9.]+) ms", proc.stderr.decode())
+    assert match, proc.stderr
+    return float(match.group(1))
 
 
 class Measured:
@@ -96,6 +134,8 @@ def measure(
         times.append(seconds)
         peaks.append(peak)
     assert len(requests) == 1, f"request count varies between runs: {requests}"
+    if len(handles) == 1:
+        SETUP_MS[kind] = setup_ms(payload, env)
     return Measured(statistics.median(times), requests.pop(), max(peaks))
 
 
@@ -114,7 +154,7 @@ def body(s: int) -> dict[str, str]:
     return {f"key{k}": f"s{s}-value-{k}" for k in range(10)}
 
 
-def aws_rows() -> tuple[list[tuple[int, int, Measured, Measured]], Measured]:
+def aws_rows() -> list[tuple[int, int, Measured, Measured]]:
     import boto3
 
     proc, moto_url = start_moto_server()
@@ -154,12 +194,12 @@ def aws_rows() -> tuple[list[tuple[int, int, Measured, Measured]], Measured]:
                 config = {"batch": False, "concurrency": 1} if sequential else {}
                 return measure("aws.secrets", handles, expected, config, env, count, runs)
 
-            return scaling(run), run(1, 1)
+            return scaling(run)
     finally:
         stop_moto_server(proc)
 
 
-def vault_rows() -> tuple[list[tuple[int, int, Measured, Measured]], Measured]:
+def vault_rows() -> list[tuple[int, int, Measured, Measured]]:
     with OpenBao() as server, TcpProxy(server.port, rtt=RTT) as network:
         server.mount_kv("bench", 2)
         for s in range(max(d for _, d in SCENARIOS)):
@@ -183,7 +223,7 @@ def vault_rows() -> tuple[list[tuple[int, int, Measured, Measured]], Measured]:
                 "hashicorp.vault", handles, expected, {**config, **extra}, env, count, runs
             )
 
-        return scaling(run), run(1, 1)
+        return scaling(run)
 
 
 def scaling(run: Any) -> list[tuple[int, int, Measured, Measured]]:
@@ -207,16 +247,13 @@ def scaling(run: Any) -> list[tuple[int, int, Measured, Measured]]:
     return rows
 
 
-def table(
-    title: str, rows: list[tuple[int, int, Measured, Measured]], floor: Measured, batch_note: str
-) -> list[str]:
+def table(title: str, rows: list[tuple[int, int, Measured, Measured]], how: str) -> list[str]:
+    by = {(n, d): ours for n, d, ours, _ in rows}
+    floor = by[(1, 1)]
     lines = [
         f"### {title}",
         "",
-        f"Floor (1 handle, 1 secret): {floor.seconds * 1000:.0f} ms, {floor.requests} "
-        f"request(s), peak RSS {floor.peak_kib / 1024:.0f} MiB.",
-        "",
-        "| handles | distinct secrets | ours | requests | above floor | peak RSS "
+        "| handles | distinct secrets | ours | requests | above the floor | peak RSS "
         "| published strategy (sequential) | its requests | speed-up |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -224,37 +261,41 @@ def table(
         above = (ours.seconds - floor.seconds) / RTT
         mark = " (extrapolated)" if seq.extrapolated else ""
         lines.append(
-            f"| {n:,} | {d:,} | {ours.seconds * 1000:.0f} ms | {ours.requests} "
+            f"| {n:,} | {d:,} | {ours.seconds * 1000:,.0f} ms | {ours.requests:,} "
             f"| {above:+.1f} RTT | {ours.peak_kib / 1024:.0f} MiB "
             f"| {seq.seconds * 1000:,.0f} ms{mark} | {seq.requests:,} "
             f"| {seq.seconds / ours.seconds:.1f}x |"
         )
-    by = {(n, d): ours for n, d, ours, _ in rows}
     seq_by = {n: seq for n, _, _, seq in rows}
-    per_handle_seq = (seq_by[100].seconds - seq_by[1].seconds) / 99
-    grow_same = (by[(1000, 100)].seconds - by[(100, 10)].seconds) / 900
+    per_call = (seq_by[100].seconds - seq_by[1].seconds) / 99
+    per_handle = (by[(1000, 100)].seconds - by[(100, 100)].seconds) / 900
+    per_secret = (by[(1000, 1000)].seconds - by[(1000, 100)].seconds) / 900
     lines += [
         "",
-        f"Growth: the published strategy costs {per_handle_seq * 1000:.0f} ms per extra "
-        f"handle (one request each, about one {RTT * 1000:.0f} ms round trip). Ours pays per "
-        f"distinct secret, not per handle ({batch_note}): 10 to 1,000 handles over the same "
-        f"secrets cost the same requests, and from 100 handles over 10 secrets to 1,000 over "
-        f"100 the cost grows by {grow_same * 1e6:.0f} µs per extra handle.",
+        f"The floor is the first row (1 handle, 1 secret: process start, SDK import, one "
+        f"connection, {floor.requests} request(s)). How cost grows: the published strategy "
+        f"pays {per_call * 1000:.0f} ms per extra handle (one request each, about one round "
+        f"trip). Ours pays per distinct secret, not per handle ({how}): at a fixed 100 "
+        f"secrets, going from 100 to 1,000 handles costs {per_handle * 1e6:+.0f} µs per extra "
+        f"handle (no request, only a lookup in the fetched secret; within run-to-run noise), "
+        f"and at 1,000 handles each extra distinct secret costs {per_secret * 1000:.2f} ms.",
     ]
     return lines
 
 
 def main() -> str:
-    aws, aws_floor = aws_rows()
-    vault, vault_floor = vault_rows()
+    aws = aws_rows()
+    vault = vault_rows()
     env_start = statistics.median(
         run_once({"version": "1.1", "secrets": ["B"], "type": "env"}, {"B": "x"})[0]
         for _ in range(RUNS)
     )
     target = next(ours for n, d, ours, _ in aws if (n, d) == (100, 10))
     target_seq = next(seq for n, d, _, seq in aws if (n, d) == (100, 10))
-    above = (target.seconds - aws_floor.seconds) / RTT
+    floor = next(ours for n, d, ours, _ in aws if (n, d) == (1, 1))
+    above = (target.seconds - floor.seconds) / RTT
     speedup = target_seq.seconds / target.seconds
+    strict = env_start + RTT
     lines = [
         f"## Scaling with the number of handles, {RTT * 1000:.0f} ms round trip",
         "",
@@ -275,21 +316,28 @@ def main() -> str:
         f"{env_start * 1000:.0f} ms; the floors below add the SDK import and the requests.",
         "",
         f"**Target** (100 handles over 10 AWS secrets): {target.seconds * 1000:.0f} ms, "
-        f"{above:+.1f} round trips from the floor (target: within 3) and {speedup:.1f}x "
+        f"{above:+.1f} round trips from the floor (target: within 3; below 0 is run-to-run "
+        f"noise) and {speedup:.1f}x "
         f"faster than the per-handle sequential strategy (target: at least 10x): "
         f"{'met' if above <= 3 and speedup >= 10 else 'NOT met'}.",
+        "",
+        f"Against the stricter floor of interpreter start plus one round trip "
+        f"({strict * 1000:.0f} ms), the same run is {(target.seconds - strict) / RTT:+.1f} "
+        f"round trips away. Where that time goes (`--debug` timings of a 1-handle run): "
+        f"setting up the backend takes {SETUP_MS['aws.secrets']:.0f} ms for AWS "
+        f"(importing botocore, about 0.2 s by `python -X importtime`, and building the "
+        f"client) and {SETUP_MS['hashicorp.vault']:.0f} ms for Vault; the requests are the "
+        "rest. That set-up is paid once per run, whatever the number of handles.",
         "",
         *table(
             "AWS Secrets Manager (`aws.secrets`)",
             aws,
-            aws_floor,
             "one BatchGetSecretValue per 20 distinct secrets, 8 in flight",
         ),
         "",
         *table(
             "HashiCorp Vault (`hashicorp.vault`)",
             vault,
-            vault_floor,
             "one mount lookup, then one read per distinct path, 16 in flight",
         ),
     ]
