@@ -17,7 +17,7 @@ import requests
 from secret_backend import jsonvalue
 from secret_backend.backend import Backend, CommonConfig
 from secret_backend.deadline import Deadline
-from secret_backend.errors import ConfigError, SecretError
+from secret_backend.errors import ConfigError, SecretError, network_cause
 
 DEFAULT_URL = "https://api.akeyless.io"
 REQUEST_TIMEOUT = 30.0  # seconds per HTTP call, always shortened to the run's deadline
@@ -149,7 +149,7 @@ class AkeylessBackend(Backend):
             if deadline.expired():
                 raise SecretError(deadline.timeout_error(f"{doing} with Akeyless at {self.url}"))
             raise SecretError(
-                f"could not reach Akeyless at {self.url} while {doing}: {type(exc).__name__}; "
+                f"could not reach Akeyless at {self.url} while {doing}: {network_cause(exc)}; "
                 "check akeyless_url and connectivity"
             )
 

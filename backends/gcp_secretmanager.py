@@ -27,7 +27,7 @@ import requests.adapters
 from secret_backend import jsonvalue
 from secret_backend.backend import Backend, CommonConfig, Ref
 from secret_backend.deadline import Deadline
-from secret_backend.errors import ConfigError, SecretError
+from secret_backend.errors import ConfigError, SecretError, network_cause
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 DEFAULT_ENDPOINT = "https://secretmanager.googleapis.com"
@@ -211,7 +211,7 @@ class SecretManagerBackend(Backend):
                     raise SecretError(deadline.timeout_error(f"reading {what}"))
                 raise SecretError(
                     f"could not reach Secret Manager at {self.endpoint} reading {what}: "
-                    f"{type(exc).__name__}"
+                    f"{network_cause(exc)}"
                 )
             if response.status_code not in RETRY_STATUSES or attempt == ATTEMPTS - 1:
                 break

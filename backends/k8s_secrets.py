@@ -21,7 +21,7 @@ import requests
 
 from secret_backend.backend import Backend, CommonConfig, Ref
 from secret_backend.deadline import Deadline
-from secret_backend.errors import ConfigError, SecretError
+from secret_backend.errors import ConfigError, SecretError, network_cause
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 DEFAULT_TOKEN_PATH = f"{SA_DIR}/token"
@@ -177,7 +177,10 @@ class KubernetesSecretsBackend(Backend):
         url = f"{self.api_server}{path}"
         try:
             return self.session.get(url, timeout=deadline.cap(REQUEST_TIMEOUT))
-        except requests.exceptions.SSLError:
+        except requests.exceptions.SSLError as exc:
+            cause = network_cause(exc)
+            if not cause.startswith("TLS certificate"):  # not a trust problem: say what it was
+                raise SecretError(f"reading {what}: TLS with {self.api_server} failed: {cause}")
             trust = f"the CA in {self.ca_path}" if self.ca_path else "the system CAs"
             raise SecretError(
                 f"reading {what}: TLS verification of {self.api_server} failed with {trust}; "
@@ -185,10 +188,11 @@ class KubernetesSecretsBackend(Backend):
             )
         except requests.exceptions.Timeout:
             raise SecretError(deadline.timeout_error(f"reading {what} from {self.api_server}"))
-        except requests.exceptions.ConnectionError:
+        except requests.exceptions.ConnectionError as exc:
             raise SecretError(
                 f"reading {what}: cannot connect to the Kubernetes API server "
-                f"{self.api_server}; check config.api_server and network policies"
+                f"{self.api_server} ({network_cause(exc)}); check config.api_server and "
+                "network policies"
             )
 
     def _fetch_one(self, key: Hashable, deadline: Deadline) -> dict[str, Any] | SecretError:

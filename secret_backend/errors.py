@@ -40,3 +40,44 @@ class ConfigError(SecretError):
 
 class SecretTimeoutError(SecretError):
     """The request's deadline passed before this handle could be answered."""
+
+
+def network_cause(exc: BaseException) -> str:
+    """What went wrong under an HTTP client's connection error, in a few words.
+
+    HTTP libraries wrap the socket error several times (requests -> urllib3 -> ssl/OSError)
+    and their outer message is long or, as a bare type name, says nothing. The innermost
+    cause tells the operator what to fix: a refused port, a dropped connection, or a
+    certificate their trust store rejects. The text holds no request data.
+    """
+    import ssl
+
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    causes: list[BaseException] = []
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        causes.append(current)
+        linked = [getattr(current, "reason", None), current.__cause__, current.__context__]
+        linked += list(current.args)
+        stack.extend(e for e in linked if isinstance(e, BaseException))
+    for cause in causes:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            detail = cause.verify_message or cause.reason or "rejected"
+            return f"TLS certificate verification failed ({detail})"
+    for cause in causes:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, (ssl.SSLEOFError, ConnectionResetError, ConnectionAbortedError)):
+            return "the server closed the connection"
+        if type(cause).__name__ == "RemoteDisconnected":
+            return "the server closed the connection without answering"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS handshake failed ({cause.reason or type(cause).__name__})"
+        if isinstance(cause, TimeoutError):
+            return "timed out"
+    text = " ".join(str(exc).split())[:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

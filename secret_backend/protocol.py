@@ -61,7 +61,8 @@ def parse_request(data: bytes) -> Request:
         )
     if version.split(".", 1)[0].strip() != "1":
         raise RequestError(
-            f'unsupported protocol version "{version[:20]}": this backend speaks version 1.x'
+            # describe(): JSON-escaped, so the message stays one line whatever the version.
+            f"unsupported protocol version {describe(version)}: this backend speaks version 1.x"
         )
 
     if "secrets" not in doc:

@@ -2,24 +2,42 @@
 
 * `delay`: seconds added before forwarding each chunk in each direction, so one HTTP
   request/response costs about one extra `2 * delay` round trip (set delay = rtt / 2).
+  A client that writes headers and body separately pays it twice: prefer `rtt`.
+* `rtt`: a network round trip emulated as latency, not per chunk: every chunk arrives
+  `rtt / 2` after it was sent, chunks sent back to back are not delayed again, and a new
+  connection costs one `rtt` (the TCP handshake a real network would add).
 * `mode`: "forward" (default), "blackhole" (accept, never answer), "refuse" (close at once).
-* `requests`: connections accepted, for tests that count.
+* `connections`: connections accepted, for tests that count.
+
+`HttpFaultServer` answers every HTTP request with one fixed fault (e.g. 429/503 with
+`Retry-After`), over plain HTTP or TLS with a certificate from its own throwaway CA.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.server
+import queue
 import socket
+import ssl
+import tempfile
 import threading
 import time
+from collections.abc import Mapping
+from pathlib import Path
 
 
 class TcpProxy:
     def __init__(
-        self, upstream_port: int, delay: float = 0.0, upstream_host: str = "127.0.0.1"
+        self,
+        upstream_port: int,
+        delay: float = 0.0,
+        upstream_host: str = "127.0.0.1",
+        rtt: float = 0.0,
     ) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.delay = delay
+        self.rtt = rtt
         self.mode = "forward"
         self.connections = 0
         self._lock = threading.Lock()
@@ -55,8 +73,56 @@ class TcpProxy:
             upstream.settimeout(None)
             with self._lock:
                 self._sockets.append(upstream)
+            if self.rtt:
+                threading.Thread(
+                    target=self._latency_pair, args=(client, upstream), daemon=True
+                ).start()
+                continue
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _latency_pair(self, client: socket.socket, upstream: socket.socket) -> None:
+        # Small writes must go out at once: Nagle + delayed ACK would add ~40 ms.
+        for sock in (client, upstream):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # The handshake of a real connection costs one round trip before any data.
+        not_before = time.monotonic() + self.rtt
+        for src, dst in ((client, upstream), (upstream, client)):
+            pending: queue.Queue[tuple[float, bytes]] = queue.Queue()
+            threading.Thread(
+                target=self._latency_reader, args=(src, pending, not_before), daemon=True
+            ).start()
+            threading.Thread(target=self._latency_writer, args=(dst, pending), daemon=True).start()
+
+    def _latency_reader(
+        self, src: socket.socket, pending: queue.Queue[tuple[float, bytes]], not_before: float
+    ) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                pending.put((max(time.monotonic() + self.rtt / 2, not_before), data))
+                if not data:
+                    return
+        except OSError:
+            pending.put((0.0, b""))
+
+    @staticmethod
+    def _latency_writer(dst: socket.socket, pending: queue.Queue[tuple[float, bytes]]) -> None:
+        try:
+            while True:
+                due, data = pending.get()
+                wait = due - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
@@ -79,10 +145,89 @@ class TcpProxy:
             self._listener.close()
         with self._lock:
             for sock in self._sockets:
+                # shutdown() first: close() alone neither wakes a thread blocked in recv()
+                # nor ends the connection for the peer (e.g. a server stuck in a handshake).
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
                 with contextlib.suppress(OSError):
                     sock.close()
 
     def __enter__(self) -> TcpProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class HttpFaultServer:
+    """Answers every request with `status`, `headers` and `body` (HTTP/1.1, keep-alive).
+
+    `tls=True` serves HTTPS with a certificate for 127.0.0.1/localhost from a fresh `trustme`
+    CA: clients reject it unless given `ca_path`. `requests` counts what was received.
+    """
+
+    def __init__(
+        self,
+        status: int = 503,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        tls: bool = False,
+    ) -> None:
+        self.status = status
+        self.headers = dict(headers or {})
+        self.body = body
+        self.tls = tls
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._dir = tempfile.TemporaryDirectory(prefix="fault-server-")
+        self.ca_path = str(Path(self._dir.name) / "ca.pem")
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                with server._lock:
+                    server.requests += 1
+                self.send_response(server.status)
+                for name, value in server.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(server.body)))
+                self.end_headers()
+                self.wfile.write(server.body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        if tls:
+            import trustme
+
+            ca = trustme.CA()
+            ca.cert_pem.write_to_path(self.ca_path)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+            self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
+        self.port: int = int(self._httpd.server_address[1])
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._dir.cleanup()
+
+    def __enter__(self) -> HttpFaultServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
