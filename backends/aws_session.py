@@ -246,13 +246,21 @@ def connect(
     temporary: dict[str, Any] = {}
     if cfg.aws_role_arn:
         temporary = _assume_role(core, cfg, region, client_config, deadline, count_call)
-    client = core.create_client(
-        service,
-        region_name=region,
-        endpoint_url=cfg.endpoint_url or None,
-        config=client_config,
-        **temporary,
-    )
+    try:
+        client = core.create_client(
+            service,
+            region_name=region,
+            endpoint_url=cfg.endpoint_url or None,
+            config=client_config,
+            **temporary,
+        )
+    except (botocore.exceptions.BotoCoreError, ValueError) as exc:
+        # e.g. an empty AWS_CA_BUNDLE or a malformed endpoint URL in the environment.
+        raise ConfigError(
+            f"cannot create the AWS {service} client in region {region} "
+            f"({type(exc).__name__}): {scrub(str(exc))}; check aws_session.endpoint_url and "
+            "the AWS_* variables in the Agent's environment (AWS_ENDPOINT_URL, AWS_CA_BUNDLE)"
+        )
     return AwsClient(client, region, client.meta.endpoint_url, count_call)
 
 

@@ -43,7 +43,7 @@ from azure.keyvault.secrets import SecretClient
 from secret_backend import jsonvalue
 from secret_backend.backend import Backend, CommonConfig, Ref
 from secret_backend.deadline import Deadline
-from secret_backend.errors import ConfigError, SecretError
+from secret_backend.errors import ConfigError, SecretError, network_cause
 
 # The SDK logs failed token attempts as warnings; our error strings already say it all.
 for _name in ("azure", "msal"):
@@ -274,7 +274,7 @@ class KeyVaultBackend(Backend):
         if timed_out:
             return SecretError(deadline.timeout_error(f"reading {self.describe_key(name)}"))
         return SecretError(
-            f'cannot reach key vault {self.vault_url} for secret "{name}": {_one_line(exc)}; '
+            f'cannot reach key vault {self.vault_url} for secret "{name}": {network_cause(exc)}; '
             "check keyvaulturl, DNS, the firewall and proxy settings (HTTPS_PROXY), and, behind "
             "a TLS-inspecting proxy, its CA (REQUESTS_CA_BUNDLE)"
         )

@@ -19,8 +19,10 @@ import base64
 import dataclasses
 import json
 import os
+import random
 import ssl
 import threading
+import time
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,7 @@ import requests.adapters
 from secret_backend import jsonvalue
 from secret_backend.backend import Backend, CommonConfig, Ref
 from secret_backend.deadline import Deadline
-from secret_backend.errors import ConfigError, SecretError
+from secret_backend.errors import ConfigError, SecretError, network_cause
 
 HTTP_TIMEOUT = 10.0  # seconds per HTTP call, further capped by the run's deadline
 SA_TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token"
@@ -517,13 +519,23 @@ class VaultBackend(Backend):
         return Fetched(self._read(read_path), read_path, 2)
 
     def _get(self, path: str) -> requests.Response:
-        self.count_call()
-        try:
-            response: requests.Response = self.client.adapter.get(
-                f"/v1/{path}", raise_exception=False
-            )
-        except requests.RequestException as exc:
-            raise self._transport_error(exc, f'reading "{path}"')
+        deadline = self._session.deadline
+        for attempt in range(RETRY_ATTEMPTS):
+            self.count_call()
+            try:
+                response: requests.Response = self.client.adapter.get(
+                    f"/v1/{path}", raise_exception=False
+                )
+            except requests.RequestException as exc:
+                raise self._transport_error(exc, f'reading "{path}"')
+            if response.status_code not in RETRY_STATUSES or "sealed" in response.text:
+                return response
+            # Rate-limit quotas (429) and a standby/overloaded node (5xx): retry with jittered
+            # backoff, honouring Retry-After, but only if the wait fits before the deadline.
+            wait = _retry_after(response) or (0.2 * 2**attempt) * (0.5 + random.random())
+            if attempt == RETRY_ATTEMPTS - 1 or wait > deadline.remaining() - 0.1:
+                return response
+            time.sleep(wait)
         return response
 
     def _read(self, path: str) -> dict[str, Any]:
@@ -560,6 +572,12 @@ class VaultBackend(Backend):
             return SecretError(f"secret not found: nothing is stored at {where}{self._ns_hint()}")
         if status == 401:
             return SecretError(f"Vault rejected the token reading {where}: {detail}")
+        if status == 429:
+            return SecretError(
+                f"Vault rate limit (HTTP 429) reading {where}, still refused after "
+                f"{RETRY_ATTEMPTS} attempts: raise the rate-limit quota for the Agent's "
+                f"requests or retry later ({detail})"
+            )
         return SecretError(f"Vault error reading {where}: HTTP {status}: {detail}")
 
     def _ns_hint(self) -> str:
@@ -577,7 +595,7 @@ class VaultBackend(Backend):
         if isinstance(exc, requests.exceptions.SSLError):
             return SecretError(
                 f"TLS error talking to Vault at {self.address} while {doing}: "
-                f"{_short(exc)}; check vault_tls_config (ca_cert, ca_path, tls_server)"
+                f"{network_cause(exc)}; check vault_tls_config (ca_cert, ca_path, tls_server)"
             )
         if isinstance(exc, requests.exceptions.Timeout):
             return SecretError(
@@ -585,8 +603,8 @@ class VaultBackend(Backend):
             )
         if isinstance(exc, requests.exceptions.ConnectionError):
             return SecretError(
-                f"cannot connect to Vault at {self.address} while {doing}: {_short(exc)}; "
-                "check vault_address / VAULT_ADDR"
+                f"cannot connect to Vault at {self.address} while {doing}: "
+                f"{network_cause(exc)}; check vault_address / VAULT_ADDR"
             )
         return SecretError(
             f"HTTP error talking to Vault at {self.address} while {doing}: {_short(exc)}"
@@ -667,6 +685,17 @@ class VaultBackend(Backend):
         if not isinstance(data, dict):
             raise SecretError(f'{where}: Vault returned no data for "{fetched.read_path}"')
         return jsonvalue.select_from_object(data, ref.selector, where)
+
+
+RETRY_ATTEMPTS = 3
+RETRY_STATUSES = {429, 502, 503, 504}
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    try:
+        return max(0.0, float(response.headers.get("Retry-After", "")))
+    except ValueError:
+        return None
 
 
 def _short(exc: BaseException) -> str:

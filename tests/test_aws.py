@@ -329,6 +329,11 @@ def test_config_errors(env):
     ]
     for config, expected in cases:
         assert expected in run_cli(secrets_request([handle], **config), env=env).error(handle)
+    bad_endpoint = {"aws_session": {"aws_region": "us-east-1", "endpoint_url": "not a url"}}
+    error = run_cli(secrets_request([handle], **bad_endpoint), env=env).error(handle)
+    assert "cannot create the AWS secretsmanager client" in error and "not a url" in error
+    error = run_cli(secrets_request([handle]), env={**env, "AWS_CA_BUNDLE": ""}).error(handle)
+    assert "Invalid CA bundle" in error and "AWS_CA_BUNDLE" in error
     no_region = {**env, "AWS_REGION": "", "AWS_DEFAULT_REGION": ""}
     error = run_cli(secrets_request([handle]), env=no_region).error(handle)
     assert "no AWS region: set aws_session.aws_region" in error
