@@ -7,13 +7,12 @@ memory is the child's maximum resident set size from wait4(2).
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from measure import run_measured
 
 REPO = Path(__file__).resolve().parent.parent
 RUNS = 9
@@ -22,17 +21,7 @@ SIZES = (1, 100, 1_000, 10_000)
 
 def run_once(cmd: list[str], payload: bytes) -> tuple[float, int, bytes]:
     """Wall seconds, peak RSS in KiB, stdout."""
-    with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as stdout:
-        stdin.write(payload)
-        stdin.seek(0)
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdin=stdin, stdout=stdout, cwd=REPO)
-        _, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        assert proc.returncode == 0
-        stdout.seek(0)
-        return elapsed, usage.ru_maxrss, stdout.read()
+    return run_measured(cmd, payload, cwd=REPO)
 
 
 def main() -> str:

@@ -33,6 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from measure import run_measured  # noqa: E402
+
 from tests.moto_server import CountingProxy, start_moto_server, stop_moto_server  # noqa: E402
 from tests.openbao_server import OpenBao  # noqa: E402
 from tests.proxy import TcpProxy  # noqa: E402
@@ -47,42 +49,12 @@ REGION = "us-east-1"
 CMD = [sys.executable, "-m", "secret_backend"]
 
 
-# Peak RSS comes from wait4(2), but a child's ru_maxrss also counts the memory image it had
-# before exec(): the forking process's, and this one grows (SDK clients, audit logs). So a
-# small interpreter forks the measured process, and times it.
-SPAWNER = """
-import json, os, sys, time
-cmd, stdin_path, stdout_path = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
-with open(stdin_path, "rb") as stdin, open(stdout_path, "wb") as stdout:
-    started = time.perf_counter()
-    pid = os.fork()
-    if pid == 0:
-        os.dup2(stdin.fileno(), 0)
-        os.dup2(stdout.fileno(), 1)
-        os.execv(cmd[0], cmd)
-    _, status, usage = os.wait4(pid, 0)
-    elapsed = time.perf_counter() - started
-print(json.dumps([elapsed, usage.ru_maxrss, os.waitstatus_to_exitcode(status)]))
-"""
-
-
 def run_once(payload: dict[str, Any], env: dict[str, str]) -> tuple[float, int, dict[str, Any]]:
     """Wall seconds, peak RSS in KiB, parsed answer."""
     full_env = {**os.environ, **env}
     full_env.pop("DD_SECRET_BACKEND_LOG_LEVEL", None)
-    with tempfile.TemporaryDirectory() as tmp:
-        stdin, stdout = Path(tmp) / "stdin", Path(tmp) / "stdout"
-        stdin.write_text(json.dumps(payload))
-        report = subprocess.run(
-            [sys.executable, "-S", "-c", SPAWNER, json.dumps(CMD), str(stdin), str(stdout)],
-            env=full_env,
-            cwd=REPO,
-            capture_output=True,
-            check=True,
-        )
-        elapsed, peak, code = json.loads(report.stdout)
-        assert code == 0, report.stderr
-        return elapsed, peak, json.loads(stdout.read_text())
+    elapsed, peak, out = run_measured(CMD, json.dumps(payload).encode(), full_env, REPO)
+    return elapsed, peak, json.loads(out)
 
 
 def setup_ms(payload: dict[str, Any], env: dict[str, str]) -> float:

@@ -135,7 +135,7 @@ def plan_for(settings: dict[str, Any], handles: list[str]) -> tuple[str, Any, An
         routes, slots = modes.typed_mode(handles, type_name, config)
         return f"typed ({type_name})", routes, slots
     if command:
-        path = Path(str(command)).parent / modes.CONFIG_FILE_NAME
+        path = str(Path(str(command)).parent / modes.CONFIG_FILE_NAME)
     else:
         path = modes.default_config_path()
     routes, slots = modes.file_mode(handles, path)

@@ -9,7 +9,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import BinaryIO
 
 from secret_backend import __version__
@@ -141,7 +140,7 @@ def run(
         routes, slots = modes.prefix_mode(handles, args.with_provider_prefixes or None)
     elif args.config is not None:
         mode = f"multi-backend ({args.config})"
-        routes, slots = modes.file_mode(handles, Path(args.config))
+        routes, slots = modes.file_mode(handles, args.config)
     elif request.has_type:
         mode = f"typed ({request.type})"
         routes, slots = modes.typed_mode(handles, request.type, request.config)

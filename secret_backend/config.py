@@ -8,7 +8,6 @@ and type and names what is wrong with its full path, so the operator knows what 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import types
 import typing
@@ -106,6 +105,8 @@ def build(cls: type[T], data: Any, path: str = "config") -> T:
     hints = typing.get_type_hints(cls)
     for key in data:
         if key not in fields:
+            import difflib  # only on this error path: it is slow to import
+
             hint = ""
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             if close:

@@ -10,7 +10,6 @@ import os
 import stat
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from secret_backend.config import describe
@@ -39,16 +38,13 @@ def typed_mode(handles: list[str], type_name: Any, raw_config: Any) -> Plan:
     return {h: Route(slot=label, inner=h) for h in handles}, slots
 
 
-def default_config_path() -> Path:
+def default_config_path() -> str:
     """datadog-secret-backend.yaml next to the executable (as the v0 implementation looks)."""
-    if getattr(sys, "frozen", False):
-        base = Path(sys.executable).resolve().parent
-    else:
-        base = Path(sys.argv[0]).resolve().parent
-    return base / CONFIG_FILE_NAME
+    executable = sys.executable if getattr(sys, "frozen", False) else sys.argv[0]
+    return os.path.join(os.path.dirname(os.path.realpath(executable)), CONFIG_FILE_NAME)
 
 
-def load_backends_file(path: Path) -> dict[str, Any]:
+def load_backends_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The `backends` mapping of a multi-backend YAML file; ConfigError says what is wrong."""
     try:
         # O_NONBLOCK: opening a FIFO must not block past the deadline.
@@ -82,7 +78,7 @@ def load_backends_file(path: Path) -> dict[str, Any]:
     return doc["backends"]
 
 
-def file_mode(handles: list[str], path: Path) -> Plan:
+def file_mode(handles: list[str], path: str | os.PathLike[str]) -> Plan:
     """v0 multi-backend mode: handles `<backend_id>:<secret_key>`."""
     try:
         backends = load_backends_file(path)
@@ -110,7 +106,7 @@ def file_mode(handles: list[str], path: Path) -> Plan:
     return routes, slots
 
 
-def _file_mode_slot(backend_id: str, entry: Any, path: Path) -> Slot:
+def _file_mode_slot(backend_id: str, entry: Any, path: str | os.PathLike[str]) -> Slot:
     where = f"backends.{backend_id}"
     if not isinstance(entry, Mapping):
         error = ConfigError(f"{path}: {where}: expected a mapping, got {describe(entry)}")
