@@ -38,8 +38,8 @@ print(json.dumps(loaded))
 
 def test_version_imports_almost_nothing() -> None:
     script = (
-        "import sys; from secret_backend.__main__ import main; sys.argv[1:] = ['--version'];"
-        "main(); ours = ('secret_backend', 'backends');"
+        "import sys; from secret_backend.cli import run; run(['--version']);"
+        "ours = ('secret_backend', 'backends');"
         "print(sorted(m for m in sys.modules if m.startswith(ours)))"
     )
     proc = subprocess.run(
