@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable, Hashable, Iterable
@@ -137,6 +138,11 @@ def _on_constructed(slot: Slot, future: cf.Future[Any], answers: dict[str, Answe
         slot.refs[handle] = ref
         keys[ref.fetch_key] = None
     distinct = list(keys)
+    if log.isEnabledFor(logging.DEBUG):
+        # Handles are names from datadog.yaml, never values: safe to log.
+        shown = ", ".join(json.dumps(h) for h, _ in slot.handles[:20])
+        more = f" and {len(slot.handles) - 20} more" if len(slot.handles) > 20 else ""
+        log.debug("%s: handles %s%s", slot.label, shown, more)
     size = max(1, backend.max_batch)
     slot.queue = [distinct[i : i + size] for i in range(0, len(distinct), size)]
     log.debug(

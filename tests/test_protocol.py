@@ -187,6 +187,7 @@ def test_unknown_argument_is_a_usage_error() -> None:
 def test_debug_logs_without_values(tmp_path: object) -> None:
     result = run_cli(file_request(["api_key", "db_password"]), args=["--debug"])
     assert "typed (file.json)" in result.stderr
+    assert 'handles "api_key", "db_password"' in result.stderr
     assert "provider calls" in result.stderr
     assert "0123456789abcdef" not in result.stderr
     assert "correct-horse" not in result.stderr
