@@ -18,10 +18,14 @@ import statistics
 import tempfile
 from typing import Any
 
-import boto3
-
 from tests.helpers import make_request, run_cli
-from tests.moto_server import CountingProxy, start_moto_server, stop_moto_server
+from tests.moto_server import (
+    CountingProxy,
+    isolated_aws_env,
+    secretsmanager_client,
+    start_moto_server,
+    stop_moto_server,
+)
 
 RTT = 0.05
 RUNS = 5
@@ -29,13 +33,7 @@ REGION = "us-east-1"
 
 
 def _seed(moto_url: str, names: list[str]) -> None:
-    sm = boto3.client(
-        "secretsmanager",
-        region_name=REGION,
-        endpoint_url=moto_url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    sm = secretsmanager_client(moto_url, REGION)
     for name in names:
         body = {f"key{j}": f"{name}-value-{j}" for j in range(10)}
         sm.create_secret(Name=name, SecretString=json.dumps(body))
@@ -65,15 +63,7 @@ def main() -> str:
         on_ten = [f"{s};key{j}" for s in ten for j in range(10)]
         on_hundred = [f"{s};key{i % 10}" for i, s in enumerate(hundred)]
         with CountingProxy(moto_url, rtt=RTT) as proxy, tempfile.TemporaryDirectory() as tmp:
-            env = {
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_REGION": REGION,
-                "AWS_EC2_METADATA_DISABLED": "true",
-                "AWS_CONFIG_FILE": f"{tmp}/none",
-                "AWS_SHARED_CREDENTIALS_FILE": f"{tmp}/none",
-                "AWS_ENDPOINT_URL": proxy.url,
-            }
+            env = isolated_aws_env(proxy.url, tmp, REGION)
             rows = [
                 (
                     "published strategy: one GetSecretValue per handle, sequential "

@@ -62,34 +62,10 @@ def aws_present() -> bool:
 @contextlib.contextmanager
 def moto_secret() -> Iterator[dict[str, str]]:
     """A moto server on 127.0.0.1 holding one secret; yields the environment to reach it."""
-    import logging
+    from tests.moto_server import moto_with_secrets
 
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no request log on the console
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        env = {
-            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-        client = boto3.client(
-            "secretsmanager",
-            endpoint_url=env["AWS_ENDPOINT_URL"],
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        client.create_secret(Name="bench/db", SecretString='{"password": "p4ss"}')
+    with moto_with_secrets({"bench/db": '{"password": "p4ss"}'}) as env:
         yield env
-    finally:
-        server.stop()
 
 
 def bundle_mb() -> float:

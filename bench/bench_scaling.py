@@ -35,7 +35,13 @@ if str(REPO) not in sys.path:
 
 from measure import run_measured  # noqa: E402
 
-from tests.moto_server import CountingProxy, start_moto_server, stop_moto_server  # noqa: E402
+from tests.moto_server import (  # noqa: E402
+    CountingProxy,
+    isolated_aws_env,
+    secretsmanager_client,
+    start_moto_server,
+    stop_moto_server,
+)
 from tests.openbao_server import OpenBao  # noqa: E402
 from tests.proxy import TcpProxy  # noqa: E402
 
@@ -127,17 +133,9 @@ def body(s: int) -> dict[str, str]:
 
 
 def aws_rows() -> list[tuple[int, int, Measured, Measured]]:
-    import boto3
-
     proc, moto_url = start_moto_server()
     try:
-        sm = boto3.client(
-            "secretsmanager",
-            region_name=REGION,
-            endpoint_url=moto_url,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        sm = secretsmanager_client(moto_url, REGION)
         for s in range(max(d for _, d in SCENARIOS)):
             sm.create_secret(Name=f"bench/s{s}", SecretString=json.dumps(body(s)))
         with (
@@ -145,15 +143,7 @@ def aws_rows() -> list[tuple[int, int, Measured, Measured]]:
             TcpProxy(counter.port, rtt=RTT) as network,
             tempfile.TemporaryDirectory() as tmp,
         ):
-            env = {
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_REGION": REGION,
-                "AWS_EC2_METADATA_DISABLED": "true",
-                "AWS_CONFIG_FILE": f"{tmp}/none",
-                "AWS_SHARED_CREDENTIALS_FILE": f"{tmp}/none",
-                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{network.port}",
-            }
+            env = isolated_aws_env(f"http://127.0.0.1:{network.port}", tmp, REGION)
 
             def count() -> int:
                 return len(counter.operations)

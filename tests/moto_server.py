@@ -6,7 +6,10 @@ Reuse it from any test module:
 
     def test_x(moto_url): ...            # e.g. AWS_ENDPOINT_URL=moto_url
 
-`start_moto_server()` starts one outside pytest (benchmarks) and returns (process, url).
+`start_moto_server()` starts one outside pytest (benchmarks) and returns (process, url);
+`secretsmanager_client(url)` seeds it; `isolated_aws_env(url, scratch)` is the environment
+that points the executable at it with test credentials and nothing from the host;
+`moto_with_secrets({...})` does all three for a one-off server.
 `CountingProxy(url)` is an HTTP reverse proxy in front of it that records the operation of
 every request (X-Amz-Target, or the Action of query-protocol services such as STS), can
 answer chosen operations with injected AWS errors (AccessDenied, throttling, 5xx) and can
@@ -24,11 +27,13 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import pytest
 
@@ -71,6 +76,48 @@ def stop_moto_server(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def secretsmanager_client(url: str, region: str = "us-east-1") -> Any:
+    """A boto3 Secrets Manager client for seeding the server at `url` (test credentials)."""
+    import boto3
+
+    return boto3.client(
+        "secretsmanager",
+        region_name=region,
+        endpoint_url=url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def isolated_aws_env(url: str, scratch: str, region: str = "us-east-1") -> dict[str, str]:
+    """Environment for the executable: reach `url` with test credentials, and nothing from
+    the host (no instance metadata, no shared config files: they point into `scratch`)."""
+    return {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": f"{scratch}/none",
+        "AWS_SHARED_CREDENTIALS_FILE": f"{scratch}/none",
+        "AWS_ENDPOINT_URL": url,
+    }
+
+
+@contextlib.contextmanager
+def moto_with_secrets(secrets: Mapping[str, str]) -> Iterator[dict[str, str]]:
+    """A moto server holding `secrets` (name -> SecretString); yields the environment."""
+    proc, url = start_moto_server()
+    try:
+        client = secretsmanager_client(url)
+        for name, value in secrets.items():
+            client.create_secret(Name=name, SecretString=value)
+        with tempfile.TemporaryDirectory() as scratch:
+            yield isolated_aws_env(url, scratch)
+    finally:
+        stop_moto_server(proc)
 
 
 @pytest.fixture(scope="session")

@@ -205,30 +205,10 @@ AWS_PRESENT = importlib.util.find_spec("backends.aws_secrets") is not None
 
 @pytest.fixture(scope="module")
 def moto_env() -> Iterator[dict[str, str]]:
-    import boto3
-    from moto.server import ThreadedMotoServer
+    from tests.moto_server import moto_with_secrets
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    try:
-        client = boto3.client(
-            "secretsmanager",
-            endpoint_url=env["AWS_ENDPOINT_URL"],
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        client.create_secret(Name="prod/db", SecretString='{"user": "app", "password": "s3cr3t!"}')
+    with moto_with_secrets({"prod/db": '{"user": "app", "password": "s3cr3t!"}'}) as env:
         yield env
-    finally:
-        server.stop()
 
 
 @pytest.mark.skipif(not AWS_PRESENT, reason="backends/aws_secrets.py is not in this tree yet")
