@@ -28,7 +28,7 @@ from tests.moto_server import (
 )
 
 RTT = 0.05
-RUNS = 5
+RUNS = 9
 REGION = "us-east-1"
 
 
