@@ -24,7 +24,6 @@ def main() -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-    return code
 
 
 if __name__ == "__main__":
