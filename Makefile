@@ -25,8 +25,10 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/datadog-secret-backend < examples/request.json
 
+# Two phases: the suite in parallel, then the tests that need the machine to themselves.
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS) -m "not exclusive"
+	$(PY) -m pytest -m exclusive
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
