@@ -27,7 +27,7 @@ import botocore.loaders
 import botocore.session
 
 from secret_backend.deadline import Deadline
-from secret_backend.errors import ConfigError, SecretError
+from secret_backend.errors import ConfigError, SecretError, network_cause
 
 log = logging.getLogger("secret_backend")
 
@@ -185,10 +185,17 @@ class AwsClient:
             if deadline.remaining() < 0.5:
                 return deadline.timeout_error(f"reading {what} from {self.endpoint}")
             return f"timed out reading {what} from {self.endpoint} (region {self.region})"
+        if isinstance(exc, botocore.exceptions.SSLError):
+            return (
+                f"cannot connect to {self.endpoint} reading {what} (region {self.region}): "
+                f"{network_cause(exc)}; behind a TLS-inspecting proxy or with a private "
+                "endpoint, point AWS_CA_BUNDLE (or ca_bundle in the AWS profile) at its CA"
+            )
         if isinstance(exc, botocore.exceptions.EndpointConnectionError):
             return (
                 f"cannot connect to {self.endpoint} reading {what} (region {self.region}): "
-                "check network access, proxy settings and the region / endpoint_url"
+                f"{network_cause(exc)}; check network access, proxy settings and the "
+                "region / endpoint_url"
             )
         return f"AWS request for {what} failed ({type(exc).__name__}): {scrub(str(exc))}"
 

@@ -43,7 +43,7 @@ from azure.keyvault.secrets import SecretClient
 from secret_backend import jsonvalue
 from secret_backend.backend import Backend, CommonConfig, Ref
 from secret_backend.deadline import Deadline
-from secret_backend.errors import ConfigError, SecretError, network_cause
+from secret_backend.errors import ConfigError, SecretError, is_certificate_error, network_cause
 
 # The SDK logs failed token attempts as warnings; our error strings already say it all.
 for _name in ("azure", "msal"):
@@ -199,7 +199,8 @@ class KeyVaultBackend(Backend):
                 raise self._http_error(name, exc, attempt, wait)
             except (ServiceRequestError, ServiceResponseError) as exc:
                 timed_out = "timeout" in type(exc).__name__.lower() or deadline.expired()
-                if not timed_out and attempt < 2 and deadline.remaining() > 1.0:
+                retry = not timed_out and not is_certificate_error(exc)
+                if retry and attempt < 2 and deadline.remaining() > 1.0:
                     time.sleep(0.3)  # one quick retry: connections do get reset
                     continue
                 raise self._network_error(name, exc, timed_out, deadline)

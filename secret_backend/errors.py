@@ -42,6 +42,39 @@ class SecretTimeoutError(SecretError):
     """The request's deadline passed before this handle could be answered."""
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and every exception it wraps, outermost first."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    causes: list[BaseException] = []
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        causes.append(current)
+        # requests/urllib3 wrap in `reason` or args, azure-core in `inner_exception`,
+        # botocore in `kwargs["error"]`.
+        kwargs = getattr(current, "kwargs", None)
+        linked = [
+            getattr(current, "reason", None),
+            getattr(current, "inner_exception", None),
+            kwargs.get("error") if isinstance(kwargs, dict) else None,
+            current.__cause__,
+            current.__context__,
+        ]
+        linked += list(current.args)
+        stack.extend(e for e in linked if isinstance(e, BaseException))
+    return causes
+
+
+def is_certificate_error(exc: BaseException) -> bool:
+    """True when a TLS certificate was rejected: retrying cannot help."""
+    import ssl
+
+    return any(isinstance(c, ssl.SSLCertVerificationError) for c in _causes(exc))
+
+
 def network_cause(exc: BaseException) -> str:
     """What went wrong under an HTTP client's connection error, in a few words.
 
@@ -52,18 +85,7 @@ def network_cause(exc: BaseException) -> str:
     """
     import ssl
 
-    seen: set[int] = set()
-    stack: list[BaseException] = [exc]
-    causes: list[BaseException] = []
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        causes.append(current)
-        linked = [getattr(current, "reason", None), current.__cause__, current.__context__]
-        linked += list(current.args)
-        stack.extend(e for e in linked if isinstance(e, BaseException))
+    causes = _causes(exc)
     for cause in causes:
         if isinstance(cause, ssl.SSLCertVerificationError):
             detail = cause.verify_message or cause.reason or "rejected"
