@@ -37,10 +37,47 @@ def resolve_inside(root: str, name: str) -> str:
     return resolved
 
 
+class NotRegularFileError(OSError):
+    """The path is a directory, FIFO, device or socket."""
+
+    def __init__(self, is_directory: bool) -> None:
+        super().__init__("is a directory" if is_directory else "is not a regular file")
+        self.is_directory = is_directory
+
+
+def read_regular_file(path: str, limit: int, *, follow_symlinks: bool = True) -> tuple[bytes, int]:
+    """At most `limit + 1` bytes of a regular file, and its size when opened.
+
+    O_NONBLOCK: opening a FIFO must not block past the deadline; anything but a regular file
+    raises NotRegularFileError before a byte is read. Other failures raise OSError.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    if not follow_symlinks:
+        flags |= os.O_NOFOLLOW
+    fd = os.open(path, flags)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFileError(stat.S_ISDIR(info.st_mode))
+        chunks = []
+        remaining = limit + 1
+        # Only up to the limit: a huge file is refused without reading it.
+        while remaining > 0 and info.st_size <= limit:
+            chunk = os.read(fd, min(remaining, 1024 * 1024))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks), info.st_size
+    finally:
+        os.close(fd)
+
+
 def read_secret_file(path: str, label: str, max_size: int) -> bytes:
     """Read a regular file of at most `max_size` bytes; precise errors for every failure."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # `path` is already resolved: a symlink swapped in since then is refused.
+        data, size = read_regular_file(path, max_size, follow_symlinks=False)
     except FileNotFoundError:
         raise SecretError(f"secret file '{label}' does not exist ({path})")
     except PermissionError:
@@ -48,38 +85,18 @@ def read_secret_file(path: str, label: str, max_size: int) -> bytes:
             f"secret file '{label}' is not readable by this user ({path}): "
             "grant the Agent user read access"
         )
+    except NotRegularFileError as exc:
+        what = "a directory, not a file" if exc.is_directory else "not a regular file"
+        raise SecretError(f"secret file '{label}' is {what} ({path})")
     except IsADirectoryError:
         raise SecretError(f"secret file '{label}' is a directory, not a file ({path})")
     except OSError as exc:
-        raise SecretError(f"cannot open secret file '{label}' ({path}): {exc.strerror}")
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise SecretError(f"secret file '{label}' is a directory, not a file ({path})")
-        if not stat.S_ISREG(info.st_mode):
-            raise SecretError(f"secret file '{label}' is not a regular file ({path})")
-        if info.st_size > max_size:
-            raise SecretError(
-                f"secret file '{label}' exceeds maximum size limit of {max_size} bytes "
-                f"(actual: {info.st_size} bytes)"
-            )
-        chunks = []
-        remaining = max_size + 1
-        while remaining > 0:
-            chunk = os.read(fd, min(remaining, 1024 * 1024))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        data = b"".join(chunks)
-    except OSError as exc:
         raise SecretError(f"cannot read secret file '{label}' ({path}): {exc.strerror}")
-    finally:
-        os.close(fd)
-    if len(data) > max_size:  # the file grew after fstat
+    if size > max_size or len(data) > max_size:  # len: the file grew after fstat
+        actual = f"{size} bytes" if size > max_size else f"more than {max_size} bytes"
         raise SecretError(
             f"secret file '{label}' exceeds maximum size limit of {max_size} bytes "
-            f"(actual: more than {max_size} bytes)"
+            f"(actual: {actual})"
         )
     if not data:
         raise SecretError(f"secret file '{label}' is empty ({path}): an empty secret is an error")

@@ -7,11 +7,11 @@ Each mode turns the request's handles into routes (handle -> slot + inner handle
 from __future__ import annotations
 
 import os
-import stat
 import sys
 from collections.abc import Mapping
 from typing import Any
 
+from secret_backend import files
 from secret_backend.config import describe
 from secret_backend.deadline import Deadline
 from secret_backend.errors import ConfigError
@@ -47,20 +47,17 @@ def default_config_path() -> str:
 def load_backends_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The `backends` mapping of a multi-backend YAML file; ConfigError says what is wrong."""
     try:
-        # O_NONBLOCK: opening a FIFO must not block past the deadline.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise ConfigError(f"multi-backend config {path} is not a regular file")
-            data = f.read(MAX_CONFIG_BYTES + 1)
+        data, size = files.read_regular_file(os.fspath(path), MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise ConfigError(
             f"no backend configured: the request has no backend type (set secret_backend_type "
             f"in datadog.yaml) and the multi-backend file {path} does not exist"
         )
+    except files.NotRegularFileError:
+        raise ConfigError(f"multi-backend config {path} is not a regular file")
     except OSError as exc:
         raise ConfigError(f"cannot read multi-backend config {path}: {exc.strerror}")
-    if len(data) > MAX_CONFIG_BYTES:
+    if max(size, len(data)) > MAX_CONFIG_BYTES:  # len: the file grew after fstat
         raise ConfigError(f"multi-backend config {path} is larger than {MAX_CONFIG_BYTES} bytes")
     import yaml  # imported here: typed mode requests do not pay for it
 

@@ -104,7 +104,12 @@ def test_no_type_and_no_config_file() -> None:
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("backends: [1]", "must contain a 'backends' mapping"), ("a: [", "is not valid YAML")],
+    [
+        ("backends: [1]", "must contain a 'backends' mapping"),
+        ("a: [", "is not valid YAML"),
+        ("backends: {}\n" + "#" * 1024 * 1024, "is larger than 1048576 bytes"),
+    ],
+    ids=["not-a-mapping", "bad-yaml", "too-large"],
 )
 def test_bad_multi_backend_file(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "c.yaml"
