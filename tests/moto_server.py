@@ -18,17 +18,13 @@ add a network round trip (`rtt`) to every connection and request, for benchmarks
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import http.client
-import http.server
 import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -36,6 +32,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
+
+from tests.proxy import HttpReverseProxy
 
 READY_TIMEOUT = 30.0
 
@@ -130,134 +128,26 @@ def moto_url() -> Iterator[str]:
         stop_moto_server(proc)
 
 
-class CountingProxy:
+class CountingProxy(HttpReverseProxy):
     """HTTP reverse proxy that counts AWS operations and can inject AWS errors."""
 
-    def __init__(self, upstream_url: str, rtt: float = 0.0) -> None:
-        # rtt: an injected network round trip, paid once per new connection (the TCP
-        # handshake) and once per request, whatever the size of its headers and body.
-        self.rtt = rtt
-        parsed = urllib.parse.urlsplit(upstream_url)
-        self.upstream = (parsed.hostname or "127.0.0.1", parsed.port or 80)
-        self.operations: list[str] = []
-        self.connections = 0
-        # operation -> errors to answer before forwarding again; None in the list = forever.
-        self._faults: dict[str, collections.deque[tuple[int, str, str] | None]] = {}
-        self._lock = threading.Lock()
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as botocore uses it
-            # Headers and body go out in two writes: without TCP_NODELAY, Nagle's algorithm
-            # and the client's delayed ACK would add ~40 ms to every answer.
-            disable_nagle_algorithm = True
-
-            def setup(self) -> None:
-                super().setup()
-                with proxy._lock:
-                    proxy.connections += 1
-                if proxy.rtt:
-                    time.sleep(proxy.rtt)
-
-            def do_POST(self) -> None:
-                proxy._handle(self)
-
-            do_GET = do_PUT = do_DELETE = do_POST
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.port = int(self._server.server_address[1])
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+    def key(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> str:
+        target = headers.get("X-Amz-Target")
+        if target:
+            return target.rsplit(".", 1)[-1]
+        # Query-protocol services (STS) name the operation in the Action parameter.
+        query = urllib.parse.parse_qs(body.decode(errors="replace"))
+        query.update(urllib.parse.parse_qs(urllib.parse.urlsplit(path).query))
+        return query.get("Action", [f"{method} {path}"])[0]
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def count(self, operation: str) -> int:
-        with self._lock:
-            return self.operations.count(operation)
+    def operations(self) -> list[str]:
+        return self.keys
 
     def fail(
         self, operation: str, code: str, status: int = 400, times: int | None = 1, message: str = ""
     ) -> None:
         """Answer the next `times` calls of `operation` (None: all) with an AWS JSON error."""
-        with self._lock:
-            queue = self._faults.setdefault(operation, collections.deque())
-            error = (status, code, message or f"injected {code}")
-            if times is None:
-                queue.append(error)
-                queue.append(None)
-            else:
-                queue.extend([error] * times)
-
-    def _next_fault(self, operation: str) -> tuple[int, str, str] | None:
-        with self._lock:
-            self.operations.append(operation)
-            queue = self._faults.get(operation)
-            if not queue:
-                return None
-            if len(queue) >= 2 and queue[1] is None:  # a "forever" fault stays
-                return queue[0]
-            return queue.popleft()
-
-    def _handle(self, handler: http.server.BaseHTTPRequestHandler) -> None:
-        body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
-        target = handler.headers.get("X-Amz-Target")
-        if target:
-            operation = target.rsplit(".", 1)[-1]
-        else:
-            query = urllib.parse.parse_qs(body.decode(errors="replace"))
-            query.update(urllib.parse.parse_qs(urllib.parse.urlsplit(handler.path).query))
-            operation = query.get("Action", [handler.command + " " + handler.path])[0]
-        fault = self._next_fault(operation)
-        if self.rtt:
-            time.sleep(self.rtt)
-        if fault is not None:
-            status, code, message = fault
-            payload = json.dumps({"__type": code, "message": message}).encode()
-            self._reply(handler, status, [("Content-Type", "application/x-amz-json-1.1")], payload)
-            return
-        headers = {
-            k: v for k, v in handler.headers.items() if k.lower() not in ("connection", "host")
-        }
-        conn = http.client.HTTPConnection(*self.upstream, timeout=30)
-        try:
-            conn.request(handler.command, handler.path, body=body, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-            kept = [
-                (k, v)
-                for k, v in response.getheaders()
-                if k.lower() not in ("connection", "transfer-encoding", "content-length")
-            ]
-            self._reply(handler, response.status, kept, data)
-        finally:
-            conn.close()
-
-    @staticmethod
-    def _reply(
-        handler: http.server.BaseHTTPRequestHandler,
-        status: int,
-        headers: list[tuple[str, str]],
-        body: bytes,
-    ) -> None:
-        handler.send_response(status)
-        for key, value in headers:
-            handler.send_header(key, value)
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._server.shutdown()
-            self._server.server_close()
-
-    def __enter__(self) -> CountingProxy:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        body = json.dumps({"__type": code, "message": message or f"injected {code}"}).encode()
+        headers = {"Content-Type": "application/x-amz-json-1.1"}
+        self.inject(operation, status, body, headers, times)

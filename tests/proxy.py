@@ -11,11 +11,17 @@
 
 `HttpFaultServer` answers every HTTP request with one fixed fault (e.g. 429/503 with
 `Retry-After`), over plain HTTP or TLS with a certificate from its own throwaway CA.
+
+`HttpReverseProxy` forwards HTTP requests to a real http:// server, records a key for each
+(`METHOD /path` unless a subclass says otherwise), answers chosen keys with injected
+faults instead (`inject`), and can add a round trip (`rtt`) to every connection and request.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import http.client
 import http.server
 import queue
 import socket
@@ -23,8 +29,10 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+import urllib.parse
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Self
 
 
 class TcpProxy:
@@ -228,6 +236,145 @@ class HttpFaultServer:
         self._dir.cleanup()
 
     def __enter__(self) -> HttpFaultServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclasses.dataclass
+class _Fault:
+    matches: Callable[[str], bool]
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    times: int | None  # None: every matching request
+
+
+class HttpReverseProxy:
+    """Keep-alive HTTP/1.1 reverse proxy in front of `upstream_url` (see the module doc)."""
+
+    def __init__(self, upstream_url: str, rtt: float = 0.0) -> None:
+        # rtt: an injected network round trip, paid once per new connection (the TCP
+        # handshake) and once per request, whatever the size of its headers and body.
+        self.rtt = rtt
+        parsed = urllib.parse.urlsplit(upstream_url)
+        self.upstream = (parsed.hostname or "127.0.0.1", parsed.port or 80)
+        self.keys: list[str] = []  # one per request, in arrival order
+        self.connections = 0
+        self.injected = 0  # requests answered with a fault
+        self._faults: list[_Fault] = []
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: without TCP_NODELAY, Nagle's algorithm
+            # and the client's delayed ACK would add ~40 ms to every answer.
+            disable_nagle_algorithm = True
+
+            def setup(self) -> None:
+                super().setup()
+                with proxy._lock:
+                    proxy.connections += 1
+                if proxy.rtt:
+                    time.sleep(proxy.rtt)
+
+            def _handle(self) -> None:
+                proxy._handle(self)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_LIST = _handle
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def key(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> str:
+        """What requests are counted and matched by."""
+        return f"{method} {urllib.parse.urlsplit(path).path}"
+
+    def count(self, key: str) -> int:
+        with self._lock:
+            return self.keys.count(key)
+
+    def inject(
+        self,
+        match: str | Callable[[str], bool],
+        status: int,
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+        times: int | None = 1,
+    ) -> None:
+        """Answer the next `times` requests whose key equals (or satisfies) `match` with
+        `status`, instead of forwarding them; `times=None`: all of them."""
+        matches = match if callable(match) else match.__eq__
+        with self._lock:
+            self._faults.append(_Fault(matches, status, dict(headers or {}), body, times))
+
+    def _next_fault(self, key: str) -> _Fault | None:
+        with self._lock:
+            self.keys.append(key)
+            for fault in self._faults:
+                if fault.times != 0 and fault.matches(key):
+                    if fault.times is not None:
+                        fault.times -= 1
+                    self.injected += 1
+                    return fault
+            return None
+
+    def _handle(self, handler: http.server.BaseHTTPRequestHandler) -> None:
+        body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+        fault = self._next_fault(self.key(handler.command, handler.path, handler.headers, body))
+        if self.rtt:
+            time.sleep(self.rtt)
+        if fault is not None:
+            self._reply(handler, fault.status, list(fault.headers.items()), fault.body)
+            return
+        hop_by_hop = ("connection", "host", "keep-alive", "transfer-encoding")
+        headers = {k: v for k, v in handler.headers.items() if k.lower() not in hop_by_hop}
+        conn = http.client.HTTPConnection(*self.upstream, timeout=30)
+        try:
+            conn.request(handler.command, handler.path, body=body or None, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+            kept = [
+                (k, v)
+                for k, v in response.getheaders()
+                if k.lower() not in ("connection", "transfer-encoding", "content-length")
+            ]
+            self._reply(handler, response.status, kept, data)
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _reply(
+        handler: http.server.BaseHTTPRequestHandler,
+        status: int,
+        headers: list[tuple[str, str]],
+        body: bytes,
+    ) -> None:
+        handler.send_response(status)
+        for name, value in headers:
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(body)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._server.shutdown()
+            self._server.server_close()
+
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -18,6 +18,7 @@ from secret_backend.deadline import Deadline
 from secret_backend.errors import SecretError
 from tests.helpers import make_request, run_cli
 from tests.openbao_server import OpenBao, openbao
+from tests.proxy import HttpReverseProxy
 
 __all__ = ["openbao"]  # the session fixture, re-exported for pytest
 
@@ -686,82 +687,28 @@ def test_aws_iam_login_sends_a_signed_regional_get_caller_identity() -> None:
     assert "x-vault-aws-iam-server-id" in authorization  # the server id header is signed
 
 
-class _RateLimitingProxy:
-    """HTTP reverse proxy in front of OpenBao answering the first `limited` reads of secret
-    data with 429 + Retry-After, as a Vault rate-limit quota does, then forwarding."""
-
-    def __init__(self, upstream: str, limited: int, retry_after: str = "0.2") -> None:
-        import http.server
-        import threading
-        import urllib.error
-        import urllib.request
-
-        proxy = self
-        self.limited = limited
-        self.throttled = 0
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                if "/kv2/data/" in self.path and proxy.throttled < proxy.limited:
-                    proxy.throttled += 1
-                    payload = (
-                        b'{"errors":["request path \\"kv2/data\\": rate limit quota exceeded"]}'
-                    )
-                    self.send_response(429)
-                    self.send_header("Retry-After", retry_after)
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                    return
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                request = urllib.request.Request(  # noqa: S310 (our own http:// upstream)
-                    upstream + self.path, data=body, headers=headers, method=self.command
-                )
-                try:
-                    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
-                        status, data = answer.status, answer.read()
-                except urllib.error.HTTPError as error:
-                    status, data = error.code, error.read()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_LIST = _forward
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def _rate_limited(proxy: HttpReverseProxy, times: int, retry_after: str) -> None:
+    """Answer reads of KV v2 secret data with 429 + Retry-After, as a Vault rate-limit quota
+    does."""
+    body = b'{"errors":["request path \\"kv2/data\\": rate limit quota exceeded"]}'
+    headers = {"Retry-After": retry_after, "Content-Type": "application/json"}
+    proxy.inject(lambda key: "/kv2/data/" in key, 429, body, headers, times)
 
 
 def test_rate_limited_reads_are_retried_within_the_deadline(vault: Vault) -> None:
-    proxy = _RateLimitingProxy(vault.url, limited=2)
-    try:
+    with HttpReverseProxy(vault.url) as proxy:
+        _rate_limited(proxy, times=2, retry_after="0.2")
         config = vault.token_config(vault_address=proxy.url)
         result = resolve(["kv2/app;user"], config)
         assert result.value("kv2/app;user") == "dd-user-v2"
-        assert proxy.throttled == 2
-    finally:
-        proxy.close()
+        assert proxy.injected == 2
 
 
 def test_endless_rate_limiting_is_named_in_the_error(vault: Vault) -> None:
-    proxy = _RateLimitingProxy(vault.url, limited=1000, retry_after="0.1")
-    try:
+    with HttpReverseProxy(vault.url) as proxy:
+        _rate_limited(proxy, times=None, retry_after="0.1")
         config = vault.token_config(vault_address=proxy.url)
         result = resolve(["kv2/app;user"], config)
         error = result.error("kv2/app;user")
         assert "rate limit" in error and "429" in error
-        assert proxy.throttled == 3  # bounded retries, then a precise error
-    finally:
-        proxy.close()
+        assert proxy.injected == 3  # bounded retries, then a precise error
