@@ -176,6 +176,28 @@ def test_botocore_data_is_trimmed(build: frozen.Build) -> None:
     assert (data / "endpoints.json").exists() and (data / "partitions.json").exists()
 
 
+def test_botocore_endpoints_keep_our_services_whole(build: frozen.Build) -> None:
+    # endpoints.json is trimmed to our services: every partition, its regions and defaults,
+    # and the entries of the services we call must be exactly botocore's.
+    if "aws.secrets" not in present_backends():
+        pytest.skip("backends/aws_secrets.py is not in this tree: boto3 is not frozen")
+    import botocore
+
+    original_path = Path(botocore.__file__).parent / "data" / "endpoints.json"
+    original = json.loads(original_path.read_text())
+    bundled_path = build.bundle / "_internal" / "botocore" / "data" / "endpoints.json"
+    bundled = json.loads(bundled_path.read_text())
+    ours = {"secretsmanager", "ssm", "sts", "sso", "sso-oidc"}
+    assert len(bundled["partitions"]) == len(original["partitions"]) >= 5
+    for full, trimmed in zip(original["partitions"], bundled["partitions"], strict=True):
+        assert {k: v for k, v in trimmed.items() if k != "services"} == {
+            k: v for k, v in full.items() if k != "services"
+        }
+        assert trimmed["services"] == {k: v for k, v in full["services"].items() if k in ours}
+    assert "secretsmanager" in bundled["partitions"][0]["services"]
+    assert bundled_path.stat().st_size < original_path.stat().st_size / 20
+
+
 def test_bundle_under_60_mb(build: frozen.Build) -> None:
     size = sum(p.stat().st_size for p in build.bundle.rglob("*") if p.is_file())
     assert size < 60 * 1024 * 1024, f"{size / 2**20:.1f} MiB"
