@@ -185,6 +185,14 @@ class AwsClient:
             if deadline.remaining() < 0.5:
                 return deadline.timeout_error(f"reading {what} from {self.endpoint}")
             return f"timed out reading {what} from {self.endpoint} (region {self.region})"
+        if isinstance(exc, botocore.exceptions.ProxyConnectionError):
+            # botocore masks any user:password in the proxy URL.
+            proxy = exc.kwargs.get("proxy_url", "")
+            return (
+                f"cannot connect to the proxy {proxy} reading {what} from {self.endpoint}: "
+                f"{network_cause(exc)}; check HTTPS_PROXY / HTTP_PROXY and NO_PROXY in the "
+                "Agent's environment"
+            )
         if isinstance(exc, botocore.exceptions.SSLError):
             return (
                 f"cannot connect to {self.endpoint} reading {what} (region {self.region}): "

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import shlex
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -112,3 +113,10 @@ def run_cli(
             assert (entry["value"] is None) != (entry["error"] is None), entry
             assert entry["value"] != "", "an empty string is never a success"
     return result
+
+
+def free_port() -> int:
+    """A free port on 127.0.0.1 (nothing listens on it: connecting is refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

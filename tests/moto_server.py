@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,22 +32,17 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import free_port
 from tests.proxy import HttpReverseProxy
 
 READY_TIMEOUT = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_moto_server() -> tuple[subprocess.Popen[bytes], str]:
     """Start `python -m moto.server` on a free port; return it once it answers HTTP."""
     env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
     for _ in range(3):  # the free port may be taken between probe and bind: try again
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
             stdout=subprocess.DEVNULL,

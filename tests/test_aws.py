@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.helpers import make_request, run_cli
+from tests.helpers import free_port, make_request, run_cli
 from tests.moto_server import CountingProxy, moto_url  # noqa: F401  (fixture)
 from tests.proxy import TcpProxy
 
@@ -256,6 +256,18 @@ def test_unreachable_endpoint_times_out_within_the_deadline(env, prefix):
         result = run_cli(request, env={**env, "AWS_ENDPOINT_URL": blackhole.url})
     assert "timed out" in result.error(f"{prefix}/a;x")
     assert result.seconds < 5  # answered before the Agent would kill us
+
+
+def test_unreachable_proxy_is_named_with_the_regional_endpoint(env, prefix):
+    # No endpoint_url: the region's real endpoint, reached through a proxy that refuses.
+    proxy = f"http://agent:proxy-password@127.0.0.1:{free_port()}"
+    proxied = {**env, "AWS_ENDPOINT_URL": "", "HTTPS_PROXY": proxy, "https_proxy": proxy}
+    proxied.update({"NO_PROXY": "", "no_proxy": "", "AWS_REGION": "eu-west-3"})
+    result = run_cli(make_request([f"{prefix}/a;x"], type="aws.secrets", config={}), env=proxied)
+    error = result.error(f"{prefix}/a;x")
+    assert "cannot connect to the proxy" in error and "connection refused" in error
+    assert "https://secretsmanager.eu-west-3.amazonaws.com" in error
+    assert "proxy-password" not in error + result.stderr
 
 
 # -- sessions and credentials ------------------------------------------------------------

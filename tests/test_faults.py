@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import socket
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any, ClassVar
 import pytest
 
 from tests.azure_server import TENANT, AzureServer, azure_server, clean_azure_env
-from tests.helpers import Result, make_request, run_cli
+from tests.helpers import Result, free_port, make_request, run_cli
 from tests.k8s_server import KubeApi, k8s_api_fixture
 from tests.moto_server import CountingProxy, moto_url
 from tests.openbao_server import OpenBao, openbao
@@ -51,13 +50,6 @@ CAUSE = {
     "503": ["503", "unavailable"],
     "untrusted-tls": ["certificate", "CERTIFICATE_VERIFY_FAILED"],
 }
-
-
-def free_port() -> int:
-    """A port with no listener: connecting to it is refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclasses.dataclass
