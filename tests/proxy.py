@@ -35,7 +35,20 @@ from pathlib import Path
 from typing import Self
 
 
-class TcpProxy:
+class _Server:
+    """`with` support: close() on exit."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class TcpProxy(_Server):
     def __init__(
         self,
         upstream_port: int,
@@ -160,14 +173,8 @@ class TcpProxy:
                 with contextlib.suppress(OSError):
                     sock.close()
 
-    def __enter__(self) -> TcpProxy:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class HttpFaultServer:
+class HttpFaultServer(_Server):
     """Answers every request with `status`, `headers` and `body` (HTTP/1.1, keep-alive).
 
     `tls=True` serves HTTPS with a certificate for 127.0.0.1/localhost from a fresh `trustme`
@@ -235,12 +242,6 @@ class HttpFaultServer:
         self._httpd.server_close()
         self._dir.cleanup()
 
-    def __enter__(self) -> HttpFaultServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 @dataclasses.dataclass
 class _Fault:
@@ -251,7 +252,7 @@ class _Fault:
     times: int | None  # None: every matching request
 
 
-class HttpReverseProxy:
+class HttpReverseProxy(_Server):
     """Keep-alive HTTP/1.1 reverse proxy in front of `upstream_url` (see the module doc)."""
 
     def __init__(self, upstream_url: str, rtt: float = 0.0) -> None:
@@ -373,9 +374,3 @@ class HttpReverseProxy:
         with contextlib.suppress(OSError):
             self._server.shutdown()
             self._server.server_close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
