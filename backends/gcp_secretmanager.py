@@ -2,8 +2,9 @@
 
 Handles: `secret`, `secret;key`, `secret;key;version`, `secret;;version` (version `latest`
 by default). Each distinct (secret, version) is one `versions/{v}:access` call; the resolver
-runs them concurrently. REST (google-auth + requests) instead of the gRPC client keeps the
-frozen executable small.
+runs them concurrently. `gcp_session.location` reads regional secrets instead (resource
+`projects/{p}/locations/{l}/secrets/...` on the regional endpoint). REST (google-auth +
+requests) instead of the gRPC client keeps the frozen executable small.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import base64
 import binascii
 import dataclasses
 import os
+import re
 import time
 import typing
 import urllib.parse
@@ -31,6 +33,8 @@ from secret_backend.errors import ConfigError, SecretError, network_cause
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 DEFAULT_ENDPOINT = "https://secretmanager.googleapis.com"
+REGIONAL_ENDPOINT = "https://secretmanager.{location}.rep.googleapis.com"
+LOCATION = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 REQUEST_TIMEOUT = 30.0  # seconds per HTTP call, always shortened to the run's deadline
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 ATTEMPTS = 3
@@ -40,13 +44,15 @@ ACCESSOR_ROLE = "roles/secretmanager.secretAccessor"
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class GcpSession:
     project_id: str = ""  # required; checked in __init__ for a clearer message
+    location: str = ""  # regional secrets (e.g. "europe-west1"); empty: global secrets
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SecretManagerConfig(CommonConfig):
     gcp_session: GcpSession = dataclasses.field(default_factory=GcpSession)
-    # Base URL of the Secret Manager API: for Private Service Connect, regional endpoints or tests.
-    endpoint: str = DEFAULT_ENDPOINT
+    # Base URL of the Secret Manager API, for Private Service Connect or tests. Default: the
+    # global endpoint, or the regional one of gcp_session.location.
+    endpoint: str = ""
 
 
 class _DeadlineRequest(google.auth.transport.requests.Request):
@@ -131,7 +137,14 @@ class SecretManagerBackend(Backend):
                 'Cloud project that holds the secrets, e.g. {"gcp_session": {"project_id": '
                 '"my-project"}}'
             )
-        endpoint = config.endpoint.rstrip("/")
+        self.location = config.gcp_session.location.strip()
+        if self.location and not LOCATION.match(self.location):
+            raise ConfigError(
+                "config.gcp_session.location must be a Google Cloud region such as "
+                f'"europe-west1", got {self.location!r}'
+            )
+        default = REGIONAL_ENDPOINT.format(location=self.location) if self.location else None
+        endpoint = (config.endpoint.strip() or default or DEFAULT_ENDPOINT).rstrip("/")
         if urllib.parse.urlsplit(endpoint).scheme not in ("https", "http"):
             raise ConfigError(
                 f'config.endpoint must be an http(s) URL such as "{DEFAULT_ENDPOINT}", '
@@ -181,7 +194,10 @@ class SecretManagerBackend(Backend):
 
     def describe_key(self, key: Hashable) -> str:
         secret, version = typing.cast(tuple[str, str], key)
-        return f'secret "{secret}" version "{version}" in project "{self.project}"'
+        where = f'project "{self.project}"'
+        if self.location:
+            where += f', location "{self.location}"'
+        return f'secret "{secret}" version "{version}" in {where}'
 
     def fetch(self, keys: Sequence[Hashable], deadline: Deadline) -> Mapping[Hashable, Any]:
         answers: dict[Hashable, Any] = {}
@@ -195,8 +211,11 @@ class SecretManagerBackend(Backend):
     def _access(self, key: Any, deadline: Deadline) -> str:
         secret, version = key
         quote = urllib.parse.quote
+        parent = f"projects/{quote(self.project, safe='')}"
+        if self.location:
+            parent += f"/locations/{self.location}"
         url = (
-            f"{self.endpoint}/v1/projects/{quote(self.project, safe='')}/secrets/"
+            f"{self.endpoint}/v1/{parent}/secrets/"
             f"{quote(secret, safe='')}/versions/{quote(version, safe='')}:access"
         )
         what = self.describe_key(key)
@@ -231,7 +250,8 @@ class SecretManagerBackend(Backend):
             )
         if status == 404:
             raise SecretError(
-                f"{what} not found: check the secret name, the version and project_id "
+                f"{what} not found: check the secret name, the version, project_id and, "
+                "for a regional secret, gcp_session.location "
                 f"(Secret Manager said: {_server_message(response)})"
             )
         if status == 401:

@@ -20,7 +20,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tests.helpers import make_request, run_cli
+from tests.helpers import free_port, make_request, run_cli
 from tests.https_server import HttpsServer, Request
 from tests.proxy import TcpProxy
 
@@ -38,8 +38,14 @@ SECRETS: dict[str, dict[int, bytes]] = {
     "no-crc": {1: b"value-without-crc"},
     **{f"many-{i}": {1: f"value-{i}".encode()} for i in range(12)},
 }
+# Regional secrets live apart from the global ones, per location.
+REGIONAL: dict[str, dict[str, dict[int, bytes]]] = {
+    "europe-west1": {"db": {1: b'{"password": "eu-password"}'}, "eu-only": {1: b"eu-value"}},
+}
 FORBIDDEN = {"forbidden"}
-ACCESS = re.compile(r"^/v1/projects/([^/]+)/secrets/([^/]+)/versions/([^/]+):access$")
+ACCESS = re.compile(
+    r"^/v1/projects/([^/]+)(?:/locations/([^/]+))?/secrets/([^/]+)/versions/([^/]+):access$"
+)
 
 
 def crc32c_bitwise(data: bytes) -> int:
@@ -93,7 +99,11 @@ class FakeGoogle:
             return self.issue_token(request)
         match = ACCESS.match(request.path)
         if match and request.method == "GET":
-            return self.access(request, *(urllib.parse.unquote(g) for g in match.groups()))
+            project, location, secret, version = (
+                urllib.parse.unquote(g) if g is not None else None for g in match.groups()
+            )
+            assert project and secret and version
+            return self.access(request, project, secret, version, location)
         return google_error(404, "NOT_FOUND", f"no route for {request.path}")
 
     def issue_token(self, request: Request) -> tuple[Any, ...]:
@@ -121,7 +131,9 @@ class FakeGoogle:
             self.tokens.add(token)
         return 200, {"access_token": token, "expires_in": 3600, "token_type": "Bearer"}
 
-    def access(self, request: Request, project: str, secret: str, version: str) -> tuple[Any, ...]:
+    def access(
+        self, request: Request, project: str, secret: str, version: str, location: str | None
+    ) -> tuple[Any, ...]:
         auth = request.headers.get("authorization", "")
         if not auth.startswith("Bearer ") or auth[7:] not in self.tokens:
             return google_error(401, "UNAUTHENTICATED", "Request had invalid credentials.")
@@ -133,7 +145,7 @@ class FakeGoogle:
                 f"Permission 'secretmanager.versions.access' denied for resource '{resource}' "
                 "(or it may not exist).",
             )
-        versions = SECRETS.get(secret)
+        versions = (REGIONAL.get(location, {}) if location else SECRETS).get(secret)
         if versions is None:
             return google_error(
                 404, "NOT_FOUND", f"Secret [projects/{project}/secrets/{secret}] not found."
@@ -153,9 +165,10 @@ class FakeGoogle:
             "payload": payload,
         }
 
-    def access_count(self, secret: str, version: str) -> int:
+    def access_count(self, secret: str, version: str, location: str | None = None) -> int:
         quote = urllib.parse.quote
-        path = f"/v1/projects/{PROJECT}/secrets/{quote(secret, safe='')}/versions/{version}:access"
+        parent = f"projects/{PROJECT}" + (f"/locations/{location}" if location else "")
+        path = f"/v1/{parent}/secrets/{quote(secret, safe='')}/versions/{version}:access"
         return self.server.count(path, "GET")
 
 
@@ -247,6 +260,43 @@ def test_path_components_are_url_escaped(google: FakeGoogle) -> None:
     assert result.value("odd name/../?#%") == "odd-value"
     assert result.value("odd name/../?#%;;1") == "odd-value"
     assert google.access_count("odd name/../?#%", "latest") == 1
+
+
+def test_regional_secrets_with_location(google: FakeGoogle) -> None:
+    config = gcp_config(google)
+    config["gcp_session"]["location"] = "europe-west1"
+    result = run_gcp(google, ["db;password", "eu-only", "plain"], config=config)
+    assert result.value("db;password") == "eu-password"  # not the global "db"
+    assert result.value("eu-only") == "eu-value"
+    error = result.error("plain")  # a global secret: not in the location
+    assert 'secret "plain" version "latest" in project "test-project", location "europe-west1"' in (
+        error
+    )
+    assert "not found" in error and "gcp_session.location" in error
+    assert google.access_count("db", "latest", "europe-west1") == 1
+    assert google.access_count("db", "latest") == 0
+
+
+def test_location_selects_the_regional_endpoint(google: FakeGoogle) -> None:
+    # No endpoint in the config: the location's regional endpoint, here through a proxy that
+    # refuses (the token endpoint on 127.0.0.1 is reached directly).
+    config: dict[str, Any] = {"gcp_session": {"project_id": PROJECT, "location": "europe-west1"}}
+    proxy = f"http://127.0.0.1:{free_port()}"
+    env = {**gcp_env(google), "HTTPS_PROXY": proxy, "https_proxy": proxy}
+    env.update({"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"})
+    result = run_gcp(google, ["db"], config=config, env=env)
+    error = result.error("db")
+    assert "https://secretmanager.europe-west1.rep.googleapis.com" in error
+    assert "connection refused" in error
+
+
+@pytest.mark.parametrize("location", ["Europe West", "europe-west1/../x", "1abc"])
+def test_invalid_location(google: FakeGoogle, location: str) -> None:
+    config = gcp_config(google)
+    config["gcp_session"]["location"] = location
+    error = run_gcp(google, ["db"], config=config).error("db")
+    assert "config.gcp_session.location must be a Google Cloud region" in error
+    assert google.server.count("/token", "POST") == 0
 
 
 def test_crc32c_mismatch_binary_payload_and_absent_crc(google: FakeGoogle) -> None:
