@@ -116,6 +116,10 @@ def vault(openbao: OpenBao) -> Vault:
 
     b.write("sys/auth/userpass", {"type": "userpass"})
     b.write("auth/userpass/users/agent", {"password": "userpass-pw", "token_policies": ["reader"]})
+    # OpenBao's build has no LDAP plugin; LDAP's login request is userpass's (POST
+    # auth/ldap/login/<user> {"password"}), so userpass mounted at ldap/ answers it for real.
+    b.write("sys/auth/ldap", {"type": "userpass"})
+    b.write("auth/ldap/users/ldap-agent", {"password": "ldap-pw-1", "token_policies": ["reader"]})
 
     # A JWT auth method stands in for Kubernetes: same login request shape {"jwt", "role"}.
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -354,17 +358,16 @@ def test_userpass_login(vault: Vault) -> None:
     assert "userpass login" in error and "wrong-pw-123" not in error + result.stderr
 
 
-def test_ldap_login_failure_names_ldap(vault: Vault) -> None:
-    # OpenBao ships no LDAP auth plugin: the login reaches an unmounted path, and the error
-    # must still say which method failed, where, and why.
-    config = {
-        "vault_address": vault.url,
-        "vault_session": {"vault_ldap_username": "agent", "vault_ldap_password": "ldap-pw"},
-    }
-    result = resolve(["kv1/app;user"], config)
+def test_ldap_login(vault: Vault) -> None:
+    def config(password: str) -> dict[str, Any]:
+        session = {"vault_ldap_username": "ldap-agent", "vault_ldap_password": password}
+        return {"vault_address": vault.url, "vault_session": session}
+
+    assert resolve(["kv1/app;user"], config("ldap-pw-1")).value("kv1/app;user") == "dd-user"
+    result = resolve(["kv1/app;user"], config("wrong-ldap-pw"))
     error = result.error("kv1/app;user")
-    assert "LDAP login" in error and "auth/ldap/login/agent" in error
-    assert "ldap-pw" not in error + result.stderr
+    assert "LDAP login" in error and "auth/ldap/login/ldap-agent" in error
+    assert "wrong-ldap-pw" not in error + result.stderr
 
 
 def k8s_config(vault: Vault, **session: Any) -> dict[str, Any]:
