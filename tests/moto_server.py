@@ -38,9 +38,15 @@ from tests.proxy import HttpReverseProxy
 READY_TIMEOUT = 30.0
 
 
-def start_moto_server() -> tuple[subprocess.Popen[bytes], str]:
-    """Start `python -m moto.server` on a free port; return it once it answers HTTP."""
+def start_moto_server(
+    extra_env: Mapping[str, str] | None = None,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `python -m moto.server` on a free port; return it once it answers HTTP.
+
+    `extra_env={"INITIAL_NO_AUTH_ACTION_COUNT": "N"}`: after N requests, moto checks every
+    request's access key and SigV4 signature against the IAM users it holds."""
     env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    env.update(extra_env or {})
     for _ in range(3):  # the free port may be taken between probe and bind: try again
         port = free_port()
         proc = subprocess.Popen(

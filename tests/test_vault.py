@@ -6,10 +6,13 @@ import base64
 import dataclasses
 import json
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -17,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from secret_backend.deadline import Deadline
 from secret_backend.errors import SecretError
 from tests.helpers import make_request, run_cli
+from tests.moto_server import start_moto_server, stop_moto_server
 from tests.openbao_server import OpenBao, openbao
 from tests.proxy import HttpReverseProxy
 
@@ -646,9 +650,9 @@ def test_in_process_fetch_dedupes_mount_lookups_under_concurrency(
     assert backend.calls == 1 + len(refs)  # one mount lookup, then one read per fetch call
 
 
-def test_aws_iam_login_sends_a_signed_regional_get_caller_identity() -> None:
-    """OpenBao ships no AWS auth plugin, so the server cannot verify the login; its raw audit
-    log shows exactly what we sent, and the error must name the method."""
+def _aws_login(env: dict[str, str]) -> tuple[dict[str, Any], str]:
+    """Run an AWS IAM login against OpenBao and return what it received (its raw audit log)
+    and the handle's error. OpenBao ships no AWS auth plugin: the login itself fails."""
     with OpenBao(raw_audit=True) as server:
         config = {
             "vault_address": server.url,
@@ -659,22 +663,26 @@ def test_aws_iam_login_sends_a_signed_regional_get_caller_identity() -> None:
                 "vault_aws_iam_server_id": "vault.example.com",
             },
         }
-        env = {
-            "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE",
-            "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-            "AWS_SESSION_TOKEN": "session-token-example",
-        }
         result = resolve(["kv/app;key"], config, env=env)
         error = result.error("kv/app;key")
-        assert "AWS IAM login" in error and "auth/aws/login" in error
-        for secret in env.values():
+        for secret in filter(None, env.values()):
             assert secret not in error + result.stderr
         (login,) = [
             e["request"]
             for e in server.audit_entries()
             if e["type"] == "request" and e["request"]["path"] == "auth/aws/login"
         ]
-    data = login["data"]
+    return login["data"], error
+
+
+def test_aws_iam_login_sends_a_signed_regional_get_caller_identity() -> None:
+    env = {
+        "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "AWS_SESSION_TOKEN": "session-token-example",
+    }
+    data, error = _aws_login(env)
+    assert "AWS IAM login" in error and "auth/aws/login" in error
     assert data["role"] == "dd-role"
     assert data["iam_http_request_method"] == "POST"
     assert base64.b64decode(data["iam_request_url"]) == b"https://sts.eu-west-3.amazonaws.com/"
@@ -688,6 +696,51 @@ def test_aws_iam_login_sends_a_signed_regional_get_caller_identity() -> None:
     assert authorization.startswith("AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/")
     assert "/eu-west-3/sts/aws4_request" in authorization
     assert "x-vault-aws-iam-server-id" in authorization  # the server id header is signed
+
+
+def test_aws_iam_login_request_passes_sts_signature_checks() -> None:
+    """What Vault's AWS auth does with the login: replay the signed GetCallerIdentity to STS.
+    Here STS is moto with signature checks on, holding the IAM user whose keys we sign with."""
+    proc, url = start_moto_server({"INITIAL_NO_AUTH_ACTION_COUNT": "2"})
+    try:
+        iam = boto3.client(
+            "iam",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id="setup",
+            aws_secret_access_key="setup",
+        )
+        iam.create_user(UserName="dd-agent")
+        key = iam.create_access_key(UserName="dd-agent")["AccessKey"]
+        env = {
+            "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+            "AWS_SESSION_TOKEN": "",
+        }
+        data, _ = _aws_login(env)
+        body = base64.b64decode(data["iam_request_body"])
+        headers = {
+            k: v[0] for k, v in json.loads(base64.b64decode(data["iam_request_headers"])).items()
+        }
+
+        def replay(headers: dict[str, str]) -> tuple[int, str]:
+            request = urllib.request.Request(  # noqa: S310 (moto on 127.0.0.1)
+                url + "/", data=body, headers=headers, method="POST"
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+                    return answer.status, answer.read().decode()
+            except urllib.error.HTTPError as error:
+                return error.code, error.read().decode()
+
+        status, text = replay(headers)
+        assert status == 200, text
+        assert "<Arn>arn:aws:iam::123456789012:user/dd-agent</Arn>" in text
+        # The server id header is under the signature: another Vault cannot replay the login.
+        status, text = replay({**headers, "X-Vault-AWS-IAM-Server-ID": "other-vault"})
+        assert status == 403 and "SignatureDoesNotMatch" in text
+    finally:
+        stop_moto_server(proc)
 
 
 def _rate_limited(proxy: HttpReverseProxy, times: int, retry_after: str) -> None:
