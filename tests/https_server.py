@@ -1,4 +1,5 @@
-"""A small threaded HTTPS server on 127.0.0.1 for tests that speak a provider's REST API.
+"""A small threaded HTTPS server on 127.0.0.1 for tests that speak a provider's REST API
+(or plain HTTP with `tls=False`).
 
 Certificates come from `trustme` (a throwaway CA); clients trust it through `ca_path`
 (e.g. `REQUESTS_CA_BUNDLE`). The test supplies a handler function that receives a
@@ -43,26 +44,34 @@ Handler = Callable[[Request], tuple[Any, ...]]
 
 
 class HttpsServer:
-    def __init__(self, handler: Handler, directory: str | Path | None = None) -> None:
+    def __init__(
+        self, handler: Handler, directory: str | Path | None = None, tls: bool = True
+    ) -> None:
         self.handler = handler
+        self.tls = tls
         self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         self._tmp = None
-        if directory is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="https-server-")
-            directory = self._tmp.name
-        ca = trustme.CA()
-        cert = ca.issue_cert("127.0.0.1", "localhost")
-        self.ca_path = str(Path(directory) / "ca.pem")
-        ca.cert_pem.write_to_path(self.ca_path)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        cert.configure_cert(context)
+        self.ca_path = ""  # the CA clients must trust (TLS only)
+        context: ssl.SSLContext | None = None
+        if tls:
+            if directory is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="https-server-")
+                directory = self._tmp.name
+            ca = trustme.CA()
+            self.ca_path = str(Path(directory) / "ca.pem")
+            ca.cert_pem.write_to_path(self.ca_path)
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
 
         server = self
 
         class _Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, like real APIs
+            # Headers and body go out in two writes: without TCP_NODELAY, Nagle's algorithm
+            # and the client's delayed ACK would add ~40 ms to every answer.
+            disable_nagle_algorithm = True
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -108,6 +117,9 @@ class HttpsServer:
             daemon_threads = True
 
             def finish_request(self, request: Any, client_address: Any) -> None:
+                if context is None:  # plain HTTP
+                    super().finish_request(request, client_address)
+                    return
                 # TLS handshake on the connection's own thread, so a stalled client never
                 # blocks the accept loop.
                 try:
@@ -127,7 +139,7 @@ class HttpsServer:
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def count(self, path: str, method: str | None = None) -> int:
         """Requests received for `path` (percent-encoded, no query), by any or one method."""

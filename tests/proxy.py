@@ -25,14 +25,13 @@ import http.client
 import http.server
 import queue
 import socket
-import ssl
-import tempfile
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Self
+
+from tests.https_server import HttpsServer
 
 
 class _Server:
@@ -174,11 +173,11 @@ class TcpProxy(_Server):
                     sock.close()
 
 
-class HttpFaultServer(_Server):
+class HttpFaultServer(HttpsServer):
     """Answers every request with `status`, `headers` and `body` (HTTP/1.1, keep-alive).
 
     `tls=True` serves HTTPS with a certificate for 127.0.0.1/localhost from a fresh `trustme`
-    CA: clients reject it unless given `ca_path`. `requests` counts what was received.
+    CA: clients reject it unless given `ca_path`. `requests` lists what was received.
     """
 
     def __init__(
@@ -188,59 +187,7 @@ class HttpFaultServer(_Server):
         body: bytes = b"",
         tls: bool = False,
     ) -> None:
-        self.status = status
-        self.headers = dict(headers or {})
-        self.body = body
-        self.tls = tls
-        self.requests = 0
-        self._lock = threading.Lock()
-        self._dir = tempfile.TemporaryDirectory(prefix="fault-server-")
-        self.ca_path = str(Path(self._dir.name) / "ca.pem")
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def _answer(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
-                with server._lock:
-                    server.requests += 1
-                self.send_response(server.status)
-                for name, value in server.headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(server.body)))
-                self.end_headers()
-                self.wfile.write(server.body)
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _answer
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        if tls:
-            import trustme
-
-            ca = trustme.CA()
-            ca.cert_pem.write_to_path(self.ca_path)
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-            self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
-        self.port: int = int(self._httpd.server_address[1])
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._dir.cleanup()
+        super().__init__(lambda request: (status, body, dict(headers or {})), tls=tls)
 
 
 @dataclasses.dataclass

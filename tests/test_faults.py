@@ -387,7 +387,7 @@ def build_case(target: Target, fault: str, timeout: float, stack: contextlib.Exi
     if fault == "untrusted-tls":
         server = stack.enter_context(HttpFaultServer(200, tls=True))
         config, env = target.point_at(server.url, [])  # its CA is not trusted
-        return Case(target.handles, config, env, cause, lambda: server.requests)
+        return Case(target.handles, config, env, cause, lambda: len(server.requests))
     url = network_fault(fault, target.upstream_port(), target.scheme, timeout, stack)
     config, env = target.point_at(url, [])
     return Case(target.handles, config, env, cause)
