@@ -51,6 +51,30 @@ def burst(
         return list(pool.map(one, range(len(requests))))
 
 
+def run_requests(prefix: str, type_name: str, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run i asks for its own secret s{i} (5 keys) and the shared one."""
+    return [
+        make_request(
+            [f"{prefix}/s{i};k{j}" for j in range(5)] + [f"{prefix}/shared;k"],
+            type=type_name,
+            config=config,
+            timeout=TIMEOUT,
+        )
+        for i in range(RUNS)
+    ]
+
+
+def check_runs(results: list[tuple[Result, Path]], prefix: str) -> None:
+    """Every run got its own values and the shared one, in time, and left nothing behind."""
+    for i, (result, _) in enumerate(results):
+        assert result.returncode == 0, result.stderr
+        for j in range(5):
+            assert result.value(f"{prefix}/s{i};k{j}") == f"run{i}-key{j}"
+        assert result.value(f"{prefix}/shared;k") == "shared-value"
+        assert result.seconds < TIMEOUT
+    check_nothing_left(results)
+
+
 def check_nothing_left(results: list[tuple[Result, Path]]) -> None:
     for _, home in results:
         for sub in ("tmp", "home", "cwd"):
@@ -71,15 +95,6 @@ def test_fifty_simultaneous_aws_runs(moto_url: str, tmp_path: Path) -> None:
     for i in range(RUNS):
         body = {f"k{j}": f"run{i}-key{j}" for j in range(5)}
         sm.create_secret(Name=f"{prefix}/s{i}", SecretString=json.dumps(body))
-    requests = [
-        make_request(
-            [f"{prefix}/s{i};k{j}" for j in range(5)] + [f"{prefix}/shared;k"],
-            type="aws.secrets",
-            config={},
-            timeout=TIMEOUT,
-        )
-        for i in range(RUNS)
-    ]
     env = {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -89,14 +104,7 @@ def test_fifty_simultaneous_aws_runs(moto_url: str, tmp_path: Path) -> None:
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         "AWS_ENDPOINT_URL": moto_url,
     }
-    results = burst(tmp_path, requests, env)
-    for i, (result, _) in enumerate(results):
-        assert result.returncode == 0, result.stderr
-        for j in range(5):
-            assert result.value(f"{prefix}/s{i};k{j}") == f"run{i}-key{j}"
-        assert result.value(f"{prefix}/shared;k") == "shared-value"
-        assert result.seconds < TIMEOUT
-    check_nothing_left(results)
+    check_runs(burst(tmp_path, run_requests(prefix, "aws.secrets", {}), env), prefix)
 
 
 def test_fifty_simultaneous_vault_runs(openbao: OpenBao, tmp_path: Path) -> None:
@@ -116,21 +124,5 @@ def test_fifty_simultaneous_vault_runs(openbao: OpenBao, tmp_path: Path) -> None
         "vault_address": openbao.url,
         "vault_session": {"vault_role_id": role_id, "vault_secret_id": secret_id},
     }
-    requests = [
-        make_request(
-            [f"{mount}/s{i};k{j}" for j in range(5)] + [f"{mount}/shared;k"],
-            type="hashicorp.vault",
-            config=config,
-            timeout=TIMEOUT,
-        )
-        for i in range(RUNS)
-    ]
     env = {"VAULT_ADDR": "", "VAULT_TOKEN": "", "DD_SECRETS_IMPLICIT_AUTH": ""}
-    results = burst(tmp_path, requests, env)
-    for i, (result, _) in enumerate(results):
-        assert result.returncode == 0, result.stderr
-        for j in range(5):
-            assert result.value(f"{mount}/s{i};k{j}") == f"run{i}-key{j}"
-        assert result.value(f"{mount}/shared;k") == "shared-value"
-        assert result.seconds < TIMEOUT
-    check_nothing_left(results)
+    check_runs(burst(tmp_path, run_requests(mount, "hashicorp.vault", config), env), mount)
