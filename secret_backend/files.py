@@ -59,10 +59,11 @@ def read_regular_file(path: str, limit: int, *, follow_symlinks: bool = True) ->
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise NotRegularFileError(stat.S_ISDIR(info.st_mode))
+        if info.st_size > limit:
+            return b"", info.st_size  # refused by the caller without reading it
         chunks = []
-        remaining = limit + 1
-        # Only up to the limit: a huge file is refused without reading it.
-        while remaining > 0 and info.st_size <= limit:
+        remaining = limit + 1  # one byte more shows a file that grew since fstat
+        while remaining > 0:
             chunk = os.read(fd, min(remaining, 1024 * 1024))
             if not chunk:
                 break
@@ -88,8 +89,6 @@ def read_secret_file(path: str, label: str, max_size: int) -> bytes:
     except NotRegularFileError as exc:
         what = "a directory, not a file" if exc.is_directory else "not a regular file"
         raise SecretError(f"secret file '{label}' is {what} ({path})")
-    except IsADirectoryError:
-        raise SecretError(f"secret file '{label}' is a directory, not a file ({path})")
     except OSError as exc:
         raise SecretError(f"cannot read secret file '{label}' ({path}): {exc.strerror}")
     if size > max_size or len(data) > max_size:  # len: the file grew after fstat
