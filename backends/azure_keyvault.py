@@ -16,7 +16,6 @@ others wait, then they all reuse it (the SDK keeps it in the client's auth polic
 from __future__ import annotations
 
 import dataclasses
-import email.utils
 import json
 import logging
 import re
@@ -44,6 +43,7 @@ from secret_backend import jsonvalue
 from secret_backend.backend import Backend, CommonConfig, Ref
 from secret_backend.deadline import Deadline
 from secret_backend.errors import ConfigError, SecretError, is_certificate_error, network_cause
+from secret_backend.retrying import retry_after
 
 # The SDK logs failed token attempts as warnings; our error strings already say it all.
 for _name in ("azure", "msal"):
@@ -445,17 +445,8 @@ def _service_error(exc: HttpResponseError) -> tuple[str, str, str]:
 def _retry_delay(exc: HttpResponseError, attempt: int) -> float:
     """Retry-After (seconds or an HTTP date) when the service gives one, else a backoff."""
     response: Any = exc.response
-    value = response.headers.get("Retry-After") if response is not None else None
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(value).timestamp()
-                return max(0.0, when - time.time())
-            except (TypeError, ValueError):
-                pass
-    return 0.5 * 2 ** (attempt - 1)
+    wait = retry_after(response.headers.get("Retry-After")) if response is not None else None
+    return wait if wait is not None else 0.5 * 2 ** (attempt - 1)
 
 
 def _chain_details(exc: Exception) -> str:

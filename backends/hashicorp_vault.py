@@ -40,6 +40,7 @@ from secret_backend import jsonvalue
 from secret_backend.backend import Backend, CommonConfig, Ref
 from secret_backend.deadline import Deadline
 from secret_backend.errors import ConfigError, SecretError, network_cause
+from secret_backend.retrying import retry_after
 
 HTTP_TIMEOUT = 10.0  # seconds per HTTP call, further capped by the run's deadline
 SA_TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token"
@@ -532,7 +533,9 @@ class VaultBackend(Backend):
                 return response
             # Rate-limit quotas (429) and a standby/overloaded node (5xx): retry with jittered
             # backoff, honouring Retry-After, but only if the wait fits before the deadline.
-            wait = _retry_after(response) or (0.2 * 2**attempt) * (0.5 + random.random())
+            wait = retry_after(response.headers.get("Retry-After")) or (0.2 * 2**attempt) * (
+                0.5 + random.random()
+            )
             if attempt == RETRY_ATTEMPTS - 1 or wait > deadline.remaining() - 0.1:
                 return response
             time.sleep(wait)
@@ -689,13 +692,6 @@ class VaultBackend(Backend):
 
 RETRY_ATTEMPTS = 3
 RETRY_STATUSES = {429, 502, 503, 504}
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    try:
-        return max(0.0, float(response.headers.get("Retry-After", "")))
-    except ValueError:
-        return None
 
 
 def _short(exc: BaseException) -> str:

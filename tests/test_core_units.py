@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 
@@ -138,3 +139,18 @@ def test_wrongly_typed_credentials_are_not_echoed(data: dict[str, object], messa
         build(Credentials, data)
     assert str(info.value) == message
     assert "12345678" not in str(info.value)
+
+
+def test_retry_after_seconds_and_http_dates() -> None:
+    from email.utils import formatdate
+
+    from secret_backend.retrying import retry_after
+
+    assert retry_after("3") == 3.0
+    assert retry_after("0.5") == 0.5
+    assert retry_after("-4") == 0.0
+    in_a_minute = retry_after(formatdate(time.time() + 60, usegmt=True))
+    assert in_a_minute is not None and 55 < in_a_minute <= 60
+    assert retry_after(formatdate(time.time() - 60, usegmt=True)) == 0.0
+    for unreadable in (None, "", "soon", "Fri, 99 Foo 2024"):
+        assert retry_after(unreadable) is None
